@@ -1,0 +1,55 @@
+# The CodeTask operator. `make demo` and `make test` are the two set-up commands (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
+export RUNNER_IMAGE ?= codetask-runner:dev
+export OPERATOR_IMAGE ?= codetask-operator:dev
+
+.PHONY: help venv cluster cluster-down images crds lint unit test test-fast bench demo clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed (kopf 1.45)"'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## Python environment with the operator and the dev tools
+
+cluster: ## Bring up a cluster (local from Debian packages, kind, or $KUBECONFIG) → .cluster/kubeconfig
+	hack/cluster/cluster.sh up
+
+cluster-down: ## Stop what `make cluster` started
+	hack/cluster/cluster.sh down
+
+images: cluster ## Build the runner and operator images and load them into the cluster
+	hack/cluster/cluster.sh images
+
+crds: venv ## Regenerate crds/ from the pydantic models
+	$(PY) -m codetask_operator.crd --write crds/
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: venv ## Unit tests only (no cluster)
+	$(VENV)/bin/pytest -m unit
+
+test: venv ## Everything: lint, unit, integration and e2e tests on a real cluster
+	$(MAKE) lint
+	$(VENV)/bin/pytest
+
+bench: venv images ## Benchmarks (bench/results/*.json)
+	$(PY) -m bench
+
+demo: venv images ## Cluster, images, operator, a sample task and its result
+	hack/demo.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

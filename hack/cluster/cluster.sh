@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# cluster.sh up|down|images: the project's cluster, whatever back end this machine allows.
+#   up     KUBECONFIG reachable → use it; Docker + kind (with its node image) → kind; else the local
+#          cluster from Debian packages. Writes .cluster/kubeconfig and .cluster/backend.
+#   down   stops what `up` made (nothing for an external cluster).
+#   images builds the runner and operator images and loads them into the cluster.
+source "$(dirname "$0")/lib.sh"
+cmd=${1:-up}
+mkdir -p "$CLUSTER_DIR"
+
+reachable() { "$(kubectl_bin)" --kubeconfig "$1" --request-timeout=5s get --raw=/readyz >/dev/null 2>&1; }
+kubectl_bin() { if [[ -x $K8S_BIN/kubectl ]]; then echo "$K8S_BIN/kubectl"; else command -v kubectl; fi; }
+kind_usable() {
+  command -v kind >/dev/null && docker info >/dev/null 2>&1 \
+    && docker image inspect "${KIND_NODE_IMAGE:-kindest/node:v1.29.2}" >/dev/null 2>&1
+}
+
+up() {
+  if [[ -n ${KUBECONFIG:-} && $KUBECONFIG != "$CLUSTER_DIR/kubeconfig" ]] && reachable "$KUBECONFIG"; then
+    log "using the cluster KUBECONFIG points at ($KUBECONFIG); creating nothing"
+    echo external >"$CLUSTER_DIR/backend"
+    cp "$KUBECONFIG" "$CLUSTER_DIR/kubeconfig"
+  elif kind_usable; then
+    echo kind >"$CLUSTER_DIR/backend"
+    kind get clusters 2>/dev/null | grep -qx codetask \
+      || kind create cluster --name codetask --image "${KIND_NODE_IMAGE:-kindest/node:v1.29.2}"
+    kind get kubeconfig --name codetask >"$CLUSTER_DIR/kubeconfig"
+  else
+    echo local >"$CLUSTER_DIR/backend"
+    "$REPO_ROOT/hack/cluster/local-up.sh"
+    cp "$ADMIN_KUBECONFIG" "$CLUSTER_DIR/kubeconfig"
+  fi
+  chmod 600 "$CLUSTER_DIR/kubeconfig"
+  log "kubeconfig: $CLUSTER_DIR/kubeconfig"
+}
+
+down() {
+  case $(cat "$CLUSTER_DIR/backend" 2>/dev/null || echo local) in
+    kind) kind delete cluster --name codetask ;;
+    external) log "external cluster: nothing to stop" ;;
+    local) "$REPO_ROOT/hack/cluster/local-down.sh" ;;
+  esac
+  rm -f "$CLUSTER_DIR/kubeconfig" "$CLUSTER_DIR/backend"
+}
+
+images() {
+  "$REPO_ROOT/hack/cluster/load-image.sh" runner "$REPO_ROOT/runner-image/Dockerfile" \
+    "$REPO_ROOT/runner-image" "${RUNNER_IMAGE:-codetask-runner:dev}"
+  if [[ -f $REPO_ROOT/operator/Dockerfile ]]; then
+    "$REPO_ROOT/hack/cluster/load-image.sh" operator "$REPO_ROOT/operator/Dockerfile" \
+      "$REPO_ROOT" "${OPERATOR_IMAGE:-codetask-operator:dev}"
+  fi
+}
+
+case $cmd in
+  up) up ;;
+  down) down ;;
+  images) images ;;
+  *) echo "usage: $0 up|down|images" >&2; exit 2 ;;
+esac

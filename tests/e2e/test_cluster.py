@@ -1,0 +1,115 @@
+"""The cluster itself: a Ready node, Jobs that run and time out, logs, and Service IPs from pods."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+from kubernetes import client
+
+IMAGE = os.environ.get("RUNNER_IMAGE", "codetask-runner:dev")
+
+API_CHECK = """
+import json, os, ssl, urllib.request, urllib.error
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+ctx = ssl.create_default_context(cafile=sa + "/ca.crt")
+url = "https://%s:%s/api" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+def get(token):
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token} if token else {})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+print(json.dumps({"host": os.environ["KUBERNETES_SERVICE_HOST"],
+                  "with_token": get(open(sa + "/token").read()), "without_token": get("")}))
+"""
+
+
+def job(name: str, command: list[str], deadline: int | None = None, token: bool = False) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": deadline,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": token,
+                    "containers": [
+                        {"name": "main", "image": IMAGE, "imagePullPolicy": "IfNotPresent", "command": command}
+                    ],
+                }
+            },
+        },
+    }
+
+
+def wait_job(batch: client.BatchV1Api, ns: str, name: str, timeout: float = 90) -> client.V1Job:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        j = batch.read_namespaced_job(name, ns)
+        for c in j.status.conditions or []:
+            if c.type in ("Complete", "Failed") and c.status == "True":
+                return j
+        time.sleep(0.3)
+    raise AssertionError(f"job {ns}/{name} did not finish in {timeout}s")
+
+
+def pod_of(core: client.CoreV1Api, ns: str, job_name: str) -> client.V1Pod:
+    pods = core.list_namespaced_pod(ns, label_selector=f"job-name={job_name}").items
+    assert len(pods) == 1, pods
+    return pods[0]
+
+
+def test_node_is_ready(api_client: client.ApiClient) -> None:
+    nodes = client.CoreV1Api(api_client).list_node().items
+    assert nodes
+    ready = {n.metadata.name: c.status for n in nodes for c in n.status.conditions if c.type == "Ready"}
+    assert "True" in ready.values(), ready
+
+
+def test_python_job_prints_4_and_kubectl_logs_returns_it(
+    api_client: client.ApiClient, namespace: str, kubeconfig: str
+) -> None:
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    batch.create_namespaced_job(namespace, job("two-plus-two", ["python3", "-c", "print(2+2)"]))
+    j = wait_job(batch, namespace, "two-plus-two")
+    assert j.status.succeeded == 1
+    pod = pod_of(core, namespace, "two-plus-two").metadata.name
+    out = subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "-n", namespace, "logs", pod],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    assert out == "4\n"
+
+
+def test_active_deadline_fails_job_with_deadline_exceeded(api_client: client.ApiClient, namespace: str) -> None:
+    batch = client.BatchV1Api(api_client)
+    start = time.monotonic()
+    batch.create_namespaced_job(namespace, job("sleeper", ["sleep", "100"], deadline=5))
+    j = wait_job(batch, namespace, "sleeper", timeout=60)
+    failed = [c for c in j.status.conditions if c.type == "Failed"]
+    assert failed and failed[0].reason == "DeadlineExceeded"
+    assert time.monotonic() - start < 30
+
+
+def test_pod_reaches_api_server_through_the_kubernetes_service_with_its_token(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    batch.create_namespaced_job(namespace, job("api-check", ["python3", "-c", API_CHECK], token=True))
+    j = wait_job(batch, namespace, "api-check")
+    pod = pod_of(core, namespace, "api-check").metadata.name
+    log = core.read_namespaced_pod_log(pod, namespace)
+    assert j.status.succeeded == 1, log
+    service_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    result = json.loads(log.strip().splitlines()[-1])
+    assert result["host"] == service_ip
+    assert result["with_token"] == 200
+    assert result["without_token"] in (401, 403)
