@@ -1,0 +1,150 @@
+"""Entry point: ``python3 -m codetask_runner`` runs the code described by the environment.
+
+Exits with the result's ``exitCode``. Imports beyond the bare minimum happen after the code has
+been started, so they overlap with the code's own start-up instead of delaying it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import log
+from .config import INTERPRETERS, PROGRESS_FILE_NAME, Config
+from .process import SignalWatch, StartError, ensure_standard_fds, run, which
+
+TYPE_CHECKING = False  # typing costs ~10 ms at start-up; mypy still reads the block below
+if TYPE_CHECKING:
+    from .heartbeat import Reporter
+    from .progress import ProgressFile
+    from .result import Outcome
+
+
+def command(config: Config, path: str) -> list[str]:
+    """``INTERPRETER CODEFILE ARGS...``; raises StartError when it cannot work."""
+    if config.errors:
+        raise StartError("invalid input: " + "; ".join(config.errors))
+    interpreter = INTERPRETERS[config.language]
+    executable = which(interpreter, path)
+    if executable is None:
+        raise StartError(
+            f"{interpreter} (for language {config.language}) not found on PATH={path}; "
+            "the runner image must provide it"
+        )
+    try:
+        os.close(os.open(config.code_file, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        raise StartError(f"cannot read the code file {config.code_file}: {exc.strerror}") from None
+    return [executable, config.code_file, *config.args]
+
+
+def child_environment(config: Config, progress_file: str) -> dict[str, str]:
+    """The runner's environment, less REDIS_URL, plus CODETASK_PROGRESS_FILE.
+
+    Python runs unbuffered unless PYTHONUNBUFFERED is set, so ``kubectl logs -f`` is live.
+    """
+    env = dict(os.environ)
+    env.pop("REDIS_URL", None)
+    env["CODETASK_PROGRESS_FILE"] = progress_file
+    if config.language == "python":
+        env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class _Session:
+    """The optional parts around the run: Redis reporting and progress polling."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.reporter: Reporter | None = None
+        self.progress: ProgressFile | None = None
+        self.progress_path = os.path.join(config.workdir, PROGRESS_FILE_NAME)
+
+    def prepare(self) -> None:
+        """Before the start: create the progress file the code may append to."""
+        if self.config.redis_url:
+            from .progress import ProgressFile
+
+            self.progress = ProgressFile(self.progress_path)
+            self.progress.create()
+
+    def started(self, pid: int) -> None:
+        """Right after the start: begin heartbeats; load what the end will need."""
+        from . import result  # noqa: F401  (json and friends, while the code starts)
+
+        if self.config.redis_url:
+            from .heartbeat import Reporter
+
+            self.reporter = Reporter(self.config)
+            self.reporter.start(pid)
+
+    def tick(self, final: bool) -> None:
+        """Forward the latest progress line, if any."""
+        if self.progress is not None and self.reporter is not None:
+            fields = self.progress.poll(final)
+            if fields is not None:
+                self.reporter.progress(fields)
+
+    def finish(self, outcome: Outcome) -> None:
+        """The full result, the results-list entry and the node counters to Redis."""
+        if not self.config.redis_url:
+            return
+        from .heartbeat import Reporter
+        from .result import document, encode
+
+        if self.reporter is None:
+            self.reporter = Reporter(self.config)
+        entry = {
+            "namespace": self.config.namespace,
+            "name": self.config.name,
+            "attempt": self.config.attempt,
+            "reason": outcome.reason,
+            "exitCode": outcome.exit_code,
+        }
+        self.reporter.finish(
+            encode(document(outcome)).decode(), encode(entry).decode(), outcome.succeeded
+        )
+
+
+def main() -> int:
+    """Run the code, write the result, return the exit code."""
+    ensure_standard_fds()
+    watch = SignalWatch()
+    config = Config(os.environ)
+    session = _Session(config)
+    try:
+        argv = command(config, os.environ.get("PATH", os.defpath))
+        session.prepare()
+        finished = run(
+            argv,
+            child_environment(config, session.progress_path),
+            workdir=config.workdir,
+            stdin_path=config.stdin_file,
+            deadline=config.deadline,
+            grace=config.grace,
+            output_limit=config.output_limit,
+            watch=watch,
+            on_started=session.started,
+            tick=session.tick if session.progress is not None else None,
+        )
+    except StartError as exc:
+        from .result import start_error
+
+        log.say(str(exc))
+        outcome = start_error(str(exc), config.output_limit)
+    else:
+        from .result import from_finished
+
+        outcome = from_finished(finished, timeout=config.timeout, grace=config.grace)
+    from .result import encode_fitted
+
+    try:
+        with open(config.result_path, "wb") as file:
+            file.write(encode_fitted(outcome))
+    except OSError as exc:
+        log.say(f"warning: cannot write the result to {config.result_path}: {exc.strerror}")
+    session.finish(outcome)
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    os._exit(main())  # no interpreter teardown: a Redis thread stuck on a socket cannot hold us

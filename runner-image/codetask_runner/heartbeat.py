@@ -1,0 +1,191 @@
+"""Heartbeats, progress and the final result in Redis, written from one background thread.
+
+Redis is optional and never in the way: redis-py is imported only here, in the thread; sockets
+time out after ``SOCKET_TIMEOUT`` with no retries; the first failure of any kind prints the run's
+only warning line, and later beats keep trying quietly (Redis may come back).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+
+from . import log
+from .result import iso_time
+
+TYPE_CHECKING = False  # typing costs ~10 ms at start-up; mypy still reads the block below
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import redis
+
+    from .config import Config
+
+SOCKET_TIMEOUT = 0.5
+"""Connect and read timeout of every Redis call, in seconds."""
+FINAL_WAIT = 1.0
+"""How long the runner waits, at most, for the final writes before it exits."""
+PROGRESS_INTERVAL = 1.0
+"""At most one progress write per this many seconds."""
+RESULT_TTL = 86400
+RESULTS_KEEP = 1000
+RESULTS_KEY = "codetask:results"
+
+
+class _Final:
+    __slots__ = ("entry", "result", "succeeded")
+
+    def __init__(self, result: str, entry: str, succeeded: bool) -> None:
+        self.result = result
+        self.entry = entry
+        self.succeeded = succeeded
+
+
+class Reporter:
+    """Writes the keys of docs/runner-contract.md ("Redis") for one run."""
+
+    def __init__(self, config: Config) -> None:
+        self._url = config.redis_url or ""
+        prefix = f"codetask:{config.namespace}:{config.name}"
+        self.heartbeat_key = f"{prefix}:heartbeat"
+        self.runner_key = f"{prefix}:runner"
+        self.progress_key = f"{prefix}:progress"
+        self.result_key = f"{prefix}:result"
+        self.stats_key = f"codetask:node:{config.node}:stats"
+        self._interval = config.heartbeat_interval
+        self._ttl = max(1, math.ceil(config.heartbeat_ttl))
+        self._info = {
+            "pod": config.pod,
+            "node": config.node,
+            "pid": "",
+            "started": iso_time(time.time()),
+            "attempt": str(config.attempt),
+        }
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._done = threading.Event()
+        self._progress: str | None = None
+        self._final: _Final | None = None
+        self._thread: threading.Thread | None = None
+        self._started_counted = False
+        self._final_written = False
+        self._warn = log.Once()
+
+    def start(self, pid: int | None) -> None:
+        """Start heartbeats for the code's main process ``pid``."""
+        if pid is not None:
+            self._info["pid"] = str(pid)
+        self._thread = threading.Thread(target=self._run, name="codetask-redis", daemon=True)
+        self._thread.start()
+
+    def progress(self, fields: dict[str, object]) -> None:
+        """Queue the latest progress; written at most once per PROGRESS_INTERVAL."""
+        doc = json.dumps({**fields, "time": iso_time(time.time())}, separators=(",", ":"))
+        with self._lock:
+            self._progress = doc
+        self._wake.set()
+
+    def finish(self, result: str, entry: str, succeeded: bool, wait: float = FINAL_WAIT) -> bool:
+        """Write the result, the results-list entry and the node counters; wait at most ``wait``.
+
+        Returns False when the writes did not complete in time (or at all).
+        """
+        with self._lock:
+            self._final = _Final(result, entry, succeeded)
+        if self._thread is None:
+            self.start(None)
+        self._wake.set()
+        return self._done.wait(wait) and self._final_written
+
+    def _run(self) -> None:
+        client = self._connect()
+        if client is None:
+            self._done.set()
+            return
+        next_beat = next_progress = time.monotonic()
+        while True:
+            with self._lock:
+                final, progress = self._final, self._progress
+            if final is not None:
+                self._final_written = self._attempt(self._write_final, client, final)
+                self._done.set()
+                return
+            now = time.monotonic()
+            if progress is not None and now >= next_progress:
+                with self._lock:
+                    if self._progress is progress:
+                        self._progress = None
+                self._attempt(self._write_progress, client, progress)
+                next_progress = time.monotonic() + PROGRESS_INTERVAL
+            if now >= next_beat:
+                self._attempt(self._beat, client)
+                next_beat = max(next_beat + self._interval, time.monotonic())
+            wake_at = next_beat
+            if self._progress is not None:
+                wake_at = min(wake_at, next_progress)
+            self._wake.wait(max(0.0, wake_at - time.monotonic()))
+            self._wake.clear()
+
+    def _connect(self) -> redis.Redis | None:
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            return redis.Redis.from_url(
+                self._url,
+                socket_timeout=SOCKET_TIMEOUT,
+                socket_connect_timeout=SOCKET_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+        except Exception as exc:
+            self._warn_failure(exc)
+            return None
+
+    def _beat(self, client: redis.Redis) -> None:
+        pipe = client.pipeline(transaction=False)
+        pipe.setex(self.heartbeat_key, self._ttl, iso_time(time.time()))
+        pipe.hset(self.runner_key, mapping=self._info)
+        pipe.expire(self.runner_key, self._ttl)
+        if not self._started_counted:
+            pipe.hincrby(self.stats_key, "started", 1)
+        pipe.execute()
+        self._started_counted = True
+
+    def _write_progress(self, client: redis.Redis, progress: str) -> None:
+        client.set(self.progress_key, progress, ex=RESULT_TTL)
+
+    def _write_final(self, client: redis.Redis, final: _Final) -> None:
+        pipe = client.pipeline(transaction=False)
+        with self._lock:
+            progress, self._progress = self._progress, None
+        if progress is not None:
+            pipe.set(self.progress_key, progress, ex=RESULT_TTL)
+        pipe.set(self.result_key, final.result, ex=RESULT_TTL)
+        pipe.lpush(RESULTS_KEY, final.entry)
+        pipe.ltrim(RESULTS_KEY, 0, RESULTS_KEEP - 1)
+        if not self._started_counted:
+            pipe.hincrby(self.stats_key, "started", 1)
+        pipe.hincrby(self.stats_key, "succeeded" if final.succeeded else "failed", 1)
+        pipe.execute()
+
+    def _attempt(self, call: Callable[..., object], *args: object) -> bool:
+        try:
+            call(*args)
+        except Exception as exc:
+            self._warn_failure(exc)
+            return False
+        return True
+
+    def _warn_failure(self, exc: Exception) -> None:
+        if isinstance(exc, ImportError):
+            detail = "the redis client (redis-py) is not installed"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        self._warn(
+            f"warning: Redis unavailable ({detail}); the code runs on, "
+            "but heartbeats, progress or the result may be missing from Redis"
+        )

@@ -1,0 +1,784 @@
+"""The runner as a real process: ``python -m codetask_runner`` with the contract's environment.
+
+Each test starts the runner like the pod does (env in, result file and exit code out), with a
+temp dir as workdir and a temp file as CODETASK_RESULT_PATH. Redis tests use a real redis-server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+pytestmark = pytest.mark.unit
+
+RUNNER_SOURCE = Path(__file__).resolve().parents[2] / "runner-image"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+RESULT_LIMIT = 4096
+SERVER_OPTIONS = ("--save", "", "--appendonly", "no")
+
+
+@dataclass
+class Run:
+    """What one runner process did."""
+
+    exit_code: int
+    result: dict[str, Any]
+    result_bytes: bytes
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def runner_lines(self) -> list[str]:
+        """The runner's own messages on its stderr."""
+        return [line for line in self.stderr.splitlines() if line.startswith("codetask-runner:")]
+
+
+class Runner:
+    """One runner process, started the way the pod starts it."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        code: str | bytes,
+        language: str = "python",
+        **env: str,
+    ) -> None:
+        self.dir = tmp_path
+        self.workdir = tmp_path / "work"
+        self.workdir.mkdir(exist_ok=True)
+        code_file = tmp_path / "code"  # no extension, like /codetask/input/code
+        code_file.write_bytes(code.encode() if isinstance(code, str) else code)
+        self.result_path = tmp_path / "result.json"
+        self.out_path = tmp_path / "runner.out"
+        self.err_path = tmp_path / "runner.err"
+        python_bin = os.path.dirname(sys.executable)
+        self.env = {
+            "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
+            "PYTHONPATH": str(RUNNER_SOURCE),
+            "LANG": "C.UTF-8",
+            "HOME": str(self.workdir),
+            "TMPDIR": str(self.workdir),
+            "CODETASK_NAMESPACE": "tests",
+            "CODETASK_NAME": "task",
+            "CODETASK_ATTEMPT": "1",
+            "POD_NAME": "task-pod",
+            "NODE_NAME": "node-a",
+            "CODETASK_LANGUAGE": language,
+            "CODETASK_CODE_FILE": str(code_file),
+            "CODETASK_ARGS": "[]",
+            "CODETASK_TIMEOUT_SECONDS": "30",
+            "CODETASK_OUTPUT_LIMIT_BYTES": "16384",
+            "CODETASK_GRACE_SECONDS": "5",
+            "CODETASK_WORKDIR": str(self.workdir),
+            "CODETASK_RESULT_PATH": str(self.result_path),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self) -> Runner:
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.started = time.monotonic()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "codetask_runner"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=self.dir,
+            )
+        return self
+
+    def output(self) -> str:
+        """The runner's stdout so far (the code's stdout, forwarded live)."""
+        return self.out_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert time.monotonic() < deadline, f"runner never printed {text!r}"
+            time.sleep(0.02)
+
+    def wait(self, timeout: float = 30.0) -> Run:
+        assert self.process is not None
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"runner still running after {timeout}s")
+        seconds = time.monotonic() - self.started
+        data = self.result_path.read_bytes() if self.result_path.exists() else b""
+        return Run(
+            exit_code=self.process.returncode,
+            result=json.loads(data) if data else {},
+            result_bytes=data,
+            stdout=self.output(),
+            stderr=self.err_path.read_text(errors="replace"),
+            seconds=seconds,
+        )
+
+    def run(self, timeout: float = 30.0) -> Run:
+        return self.start().wait(timeout)
+
+    def peak_rss_kb(self) -> int:
+        """The runner's peak resident memory so far (VmHWM: its own, since its exec)."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(
+            next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]
+        )
+
+
+def run(tmp_path: Path, code: str | bytes, language: str = "python", **env: str) -> Run:
+    return Runner(tmp_path, code, language, **env).run()
+
+
+def process_gone(pid: int, timeout: float = 3.0) -> bool:
+    """True once ``pid`` no longer runs (gone, or a zombie waiting for init)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def read_pid(path: Path, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} never written"
+        time.sleep(0.02)
+    return int(path.read_text().strip())
+
+
+# --- the code and how it ended ---------------------------------------------------------------
+
+LANGUAGE_CASES = [
+    pytest.param("python", "import sys\nprint(2 + 2)\n", id="python"),
+    pytest.param("bash", 'declare -a a=(4); echo "${a[0]}"\n', id="bash"),
+    pytest.param("sh", "echo $((2 + 2))\n", id="sh"),
+    pytest.param(
+        "node",
+        "console.log(2 + 2)\n",
+        id="node",
+        marks=pytest.mark.skipif(shutil.which("node") is None, reason="node not on PATH"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("language", "code"), LANGUAGE_CASES)
+def test_each_language_runs_to_completed_with_its_stdout(
+    tmp_path: Path, language: str, code: str
+) -> None:
+    result = run(tmp_path, code, language)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.result["v"] == 1
+    assert result.result["reason"] == "Completed"
+    assert result.result["exitCode"] == 0
+    assert result.result["signal"] is None
+    assert result.result["message"] == ""
+    assert result.result["stdout"] == "4\n"
+    assert result.result["stdoutBytes"] == 2
+    assert result.result["truncated"] == {"stdout": False, "stderr": False}
+    assert result.stdout == "4\n"  # streamed through to the runner's own stdout
+    assert result.runner_lines == []
+    assert result.result["durationSeconds"] >= 0
+    assert result.result["startedAt"].endswith("Z") and result.result["finishedAt"].endswith("Z")
+
+
+def test_exit_3_reports_nonzero_exit_with_exit_code_3(tmp_path: Path) -> None:
+    result = run(tmp_path, "echo before; exit 3\n", "bash")
+
+    assert result.exit_code == 3
+    assert result.result["reason"] == "NonZeroExit"
+    assert result.result["exitCode"] == 3
+    assert result.result["signal"] is None
+    assert result.result["stdout"] == "before\n"
+    assert "3" in result.result["message"]
+
+
+def test_code_killed_by_signal_reports_the_signal_and_exit_128_plus_n(tmp_path: Path) -> None:
+    result = run(tmp_path, "kill -KILL $$\n", "bash")
+
+    assert result.result["reason"] == "NonZeroExit"
+    assert result.result["signal"] == 9
+    assert result.result["exitCode"] == 137
+    assert result.exit_code == 137
+
+
+def test_stderr_only_output_stays_in_stderr_and_leaves_stdout_empty(tmp_path: Path) -> None:
+    code = "import sys\nsys.stderr.write('only on stderr\\n')\n"
+    result = run(tmp_path, code)
+
+    assert result.result["stdout"] == ""
+    assert result.result["stdoutBytes"] == 0
+    assert result.result["stderr"] == "only on stderr\n"
+    assert result.result["stderrBytes"] == len("only on stderr\n")
+    assert result.stdout == ""
+    assert "only on stderr" in result.stderr
+
+
+def test_stdin_file_and_args_reach_the_code(tmp_path: Path) -> None:
+    stdin = tmp_path / "stdin"
+    stdin.write_text("line one\nline two\n")
+    code = "import sys\nprint(sys.argv[1:])\nprint(sys.stdin.read().splitlines())\n"
+    result = run(
+        tmp_path,
+        code,
+        CODETASK_STDIN_FILE=str(stdin),
+        CODETASK_ARGS=json.dumps(["--flag", "two words", "ünï"]),
+    )
+
+    assert result.result["reason"] == "Completed", result.stderr
+    assert result.result["stdout"] == ("['--flag', 'two words', 'ünï']\n['line one', 'line two']\n")
+
+
+def test_without_stdin_file_the_code_reads_empty_stdin(tmp_path: Path) -> None:
+    result = run(tmp_path, "import sys\nprint(repr(sys.stdin.read()))\n")
+
+    assert result.result["stdout"] == "''\n"
+
+
+def test_code_runs_in_workdir_with_progress_file_and_without_redis_url(tmp_path: Path) -> None:
+    code = (
+        "import os\n"
+        "print(os.getcwd())\n"
+        "print(os.environ['CODETASK_PROGRESS_FILE'])\n"
+        "print(os.environ.get('REDIS_URL'))\n"
+    )
+    result = run(tmp_path, code, REDIS_URL="redis://127.0.0.1:1/0")
+    cwd, progress_file, redis_url = result.result["stdout"].splitlines()
+
+    workdir = tmp_path / "work"
+    assert Path(cwd) == workdir
+    assert Path(progress_file).parent == workdir
+    assert redis_url == "None"
+
+
+# --- output capture ---------------------------------------------------------------------------
+
+
+# The code waits for the test to look at the runner's memory before it exits.
+HOLD = 'while [ ! -e "$CODETASK_WORKDIR/go" ]; do sleep 0.01; done\n'
+
+
+def _peak_rss_once_streamed(runner: Runner, size: int) -> int:
+    deadline = time.monotonic() + 10
+    while runner.out_path.stat().st_size < size:
+        assert time.monotonic() < deadline, "output never fully streamed"
+        time.sleep(0.01)
+    peak = runner.peak_rss_kb()
+    (runner.workdir / "go").touch()
+    return peak
+
+
+def test_ten_megabytes_of_output_keep_the_tail_flag_truncation_and_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "small").mkdir()
+    small = Runner(tmp_path / "small", f"echo hi\n{HOLD}", "bash").start()
+    baseline_kb = _peak_rss_once_streamed(small, 3)
+    small.wait()
+    (tmp_path / "big").mkdir()
+    size = 10 * 1024 * 1024
+    code = f"head -c {size} /dev/zero | tr '\\0' x\nprintf END\n{HOLD}"
+    runner = Runner(tmp_path / "big", code, "bash").start()
+    peak_kb = _peak_rss_once_streamed(runner, size + 3)
+    big = runner.wait()
+
+    assert peak_kb < 60 * 1024
+    assert peak_kb - baseline_kb < 4 * 1024, (baseline_kb, peak_kb)
+    assert big.result["reason"] == "Completed", big.stderr
+    assert big.result["stdoutBytes"] == size + 3
+    assert big.result["truncated"]["stdout"] is True
+    assert big.result["stdout"].endswith("xxxEND")
+    assert len(big.result_bytes) <= RESULT_LIMIT
+    assert len(big.stdout) == size + 3  # all of it was streamed through
+
+
+def test_invalid_utf8_is_replaced_and_crashes_nothing(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.stdout.buffer.write(b'ok \\xff\\xfe bad \\xc3\\x28 end\\n')\n"
+        "sys.stderr.buffer.write(b'\\x00\\x01\\x80 binary\\n')\n"
+    )
+    result = run(tmp_path, code)
+
+    assert result.result["reason"] == "Completed", result.stderr
+    assert result.result["stdout"] == "ok \ufffd\ufffd bad \ufffd( end\n"
+    assert result.result["stderr"] == "\x00\x01\ufffd binary\n"
+    assert result.result["stdoutBytes"] == len(b"ok \xff\xfe bad \xc3\x28 end\n")
+
+
+def test_tail_cut_inside_a_multibyte_character_leaves_no_garbage(tmp_path: Path) -> None:
+    # 3-byte characters, limit 1000: the kept 1000 bytes start inside a character
+    code = "print('€' * 2000, end='')\n"
+    result = run(tmp_path, code, CODETASK_OUTPUT_LIMIT_BYTES="1000")
+
+    assert result.result["truncated"]["stdout"] is True
+    assert set(result.result["stdout"]) == {"€"}
+
+
+def test_huge_output_on_both_streams_keeps_the_result_within_4096_bytes(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "for i in range(20000):\n"
+        "    print(f'out {i} \"quoted\" \\\\ tab\\t €', flush=False)\n"
+        "    print(f'err {i} \\x01 ünïcödé', file=sys.stderr)\n"
+        "print('LAST-OUT')\n"
+        "print('LAST-ERR', file=sys.stderr)\n"
+    )
+    result = run(tmp_path, code, CODETASK_OUTPUT_LIMIT_BYTES="100000")
+
+    assert len(result.result_bytes) <= RESULT_LIMIT
+    assert len(result.result_bytes) > RESULT_LIMIT - 200  # the budget is used, not wasted
+    doc = result.result
+    assert doc["truncated"] == {"stdout": True, "stderr": True}
+    assert doc["stdout"].endswith("LAST-OUT\n")
+    assert doc["stderr"].endswith("LAST-ERR\n")
+    # shared fairly: neither stream is starved
+    assert len(doc["stdout"]) > 1000
+    assert len(doc["stderr"]) > 1000
+
+
+def test_small_stderr_is_kept_whole_when_stdout_is_huge(tmp_path: Path) -> None:
+    code = "import sys\nprint('x' * 100000)\nprint('the error', file=sys.stderr)\n"
+    result = run(tmp_path, code)
+
+    assert result.result["stderr"] == "the error\n"
+    assert result.result["truncated"] == {"stdout": True, "stderr": False}
+    assert len(result.result_bytes) <= RESULT_LIMIT
+
+
+# --- process group, deadline, signals ---------------------------------------------------------
+
+
+def test_background_child_dies_with_the_group_after_a_normal_exit(tmp_path: Path) -> None:
+    code = 'sleep 1000 &\necho $! > "$CODETASK_WORKDIR/bg.pid"\necho done\n'
+    result = run(tmp_path, code, "bash")
+
+    assert result.result["reason"] == "Completed"
+    assert result.seconds < 5
+    assert process_gone(read_pid(tmp_path / "work" / "bg.pid"))
+
+
+def test_deadline_stops_a_busy_loop_within_two_seconds_with_exit_124(tmp_path: Path) -> None:
+    result = run(
+        tmp_path,
+        "print('spinning', flush=True)\nwhile True:\n    pass\n",
+        CODETASK_TIMEOUT_SECONDS="2",
+    )
+
+    assert result.exit_code == 124
+    assert result.result["reason"] == "DeadlineExceeded"
+    assert result.result["exitCode"] == 124
+    assert result.result["signal"] == signal.SIGTERM
+    assert 1.5 <= result.result["durationSeconds"] < 2.0
+    assert result.seconds < 2.5
+    assert result.result["stdout"] == "spinning\n"
+    # the runner says why, on its stderr only: never inside the code's captured stderr
+    assert any("deadline" in line for line in result.runner_lines)
+    assert "codetask-runner" not in result.result["stderr"]
+
+
+def test_deadline_sends_sigkill_after_grace_when_the_code_ignores_sigterm(tmp_path: Path) -> None:
+    code = "trap '' TERM\nwhile :; do sleep 0.05; done\n"
+    result = run(tmp_path, code, "bash", CODETASK_TIMEOUT_SECONDS="1", CODETASK_GRACE_SECONDS="0.5")
+
+    assert result.result["reason"] == "DeadlineExceeded"
+    assert result.exit_code == 124
+    assert result.result["signal"] == signal.SIGKILL
+    assert "SIGKILL" in result.result["message"]
+    assert result.seconds < 2.5
+
+
+def test_sigterm_mid_run_reports_terminated_writes_result_and_kills_the_group(
+    tmp_path: Path,
+) -> None:
+    code = 'sleep 1000 &\necho $! > "$CODETASK_WORKDIR/bg.pid"\necho started\nwait\n'
+    runner = Runner(tmp_path, code, "bash").start()
+    runner.wait_for_output("started")  # also proves the output is streamed live
+    background = read_pid(tmp_path / "work" / "bg.pid")
+    assert runner.process is not None
+    sent = time.monotonic()
+    runner.process.send_signal(signal.SIGTERM)
+    result = runner.wait()
+
+    assert time.monotonic() - sent < 1.5
+    assert result.exit_code == 143
+    assert result.result["reason"] == "Terminated"
+    assert result.result["exitCode"] == 143
+    assert result.result["stdout"] == "started\n"
+    assert process_gone(background)
+
+
+def test_sigint_is_handled_like_sigterm(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, "echo started\nsleep 1000\n", "bash").start()
+    runner.wait_for_output("started")
+    assert runner.process is not None
+    runner.process.send_signal(signal.SIGINT)
+    result = runner.wait()
+
+    assert result.result["reason"] == "Terminated"
+    assert result.exit_code == 143
+    assert "SIGINT" in result.result["message"]
+
+
+def test_sigterm_ignored_by_the_code_is_followed_by_sigkill_after_grace(tmp_path: Path) -> None:
+    code = "trap '' TERM\necho started\nwhile :; do sleep 0.05; done\n"
+    runner = Runner(tmp_path, code, "bash", CODETASK_GRACE_SECONDS="0.5").start()
+    runner.wait_for_output("started")
+    assert runner.process is not None
+    runner.process.send_signal(signal.SIGTERM)
+    result = runner.wait()
+
+    assert result.result["reason"] == "Terminated"
+    assert result.result["signal"] == signal.SIGKILL
+    assert result.result["durationSeconds"] >= 0.4
+    assert result.exit_code == 143
+
+
+# --- start errors -----------------------------------------------------------------------------
+
+
+def test_missing_interpreter_reports_start_error_with_exit_127(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    result = run(tmp_path, "print(1)\n", "python", PATH=str(empty))
+
+    assert result.exit_code == 127
+    assert result.result["reason"] == "StartError"
+    assert result.result["exitCode"] == 127
+    assert "python3" in result.result["message"] and "not found" in result.result["message"]
+    assert len(result.runner_lines) == 1
+
+
+def test_unreadable_code_file_reports_start_error(tmp_path: Path) -> None:
+    result = run(tmp_path, "", CODETASK_CODE_FILE=str(tmp_path / "no-such-file"))
+
+    assert result.exit_code == 127
+    assert result.result["reason"] == "StartError"
+    assert "no-such-file" in result.result["message"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CODETASK_LANGUAGE", "cobol"),
+        ("CODETASK_ARGS", "not json"),
+        ("CODETASK_ARGS", '{"a": 1}'),
+        ("CODETASK_TIMEOUT_SECONDS", "soon"),
+        ("CODETASK_OUTPUT_LIMIT_BYTES", "-1"),
+    ],
+)
+def test_invalid_input_reports_start_error_naming_the_variable(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = run(tmp_path, "print(1)\n", **{variable: value})
+
+    assert result.exit_code == 127
+    assert result.result["reason"] == "StartError"
+    assert variable in result.result["message"]
+
+
+def test_missing_stdin_file_reports_start_error(tmp_path: Path) -> None:
+    result = run(tmp_path, "print(1)\n", CODETASK_STDIN_FILE=str(tmp_path / "nope"))
+
+    assert result.result["reason"] == "StartError"
+    assert "stdin" in result.result["message"]
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisServer:
+    url: str
+    client: redis.Redis
+    process: subprocess.Popen[bytes]
+
+
+def _start_redis() -> RedisServer:
+    if not os.path.exists(REDIS_SERVER):
+        pytest.fail("redis-server is missing: apt-get install -y redis-server (make test does)")
+    port = _free_port()
+    process = subprocess.Popen(
+        [REDIS_SERVER, *("--port", str(port), "--bind", "127.0.0.1"), *SERVER_OPTIONS],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, decode_responses=True)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    return RedisServer(f"redis://127.0.0.1:{port}/0", client, process)
+
+
+def _stop_redis(server: RedisServer) -> None:
+    server.client.close()
+    server.process.terminate()
+    server.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = _start_redis()
+    yield server
+    _stop_redis(server)
+
+
+def _names() -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return {"CODETASK_NAMESPACE": f"ns-{suffix}", "CODETASK_NAME": "t", "NODE_NAME": suffix}
+
+
+def test_heartbeat_and_runner_hash_live_with_ttl_while_the_code_runs(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    names = _names()
+    prefix = f"codetask:{names['CODETASK_NAMESPACE']}:t"
+    runner = Runner(
+        tmp_path,
+        "echo started\nsleep 1.5\n",
+        "bash",
+        REDIS_URL=redis_server.url,
+        CODETASK_HEARTBEAT_INTERVAL="0.2",
+        CODETASK_ATTEMPT="2",
+        **names,
+    ).start()
+    runner.wait_for_output("started")
+    client = redis_server.client
+    deadline = time.monotonic() + 3
+    while not client.exists(f"{prefix}:heartbeat"):
+        assert time.monotonic() < deadline, "no heartbeat"
+        time.sleep(0.05)
+    first = client.get(f"{prefix}:heartbeat")
+    ttl = client.ttl(f"{prefix}:heartbeat")
+    info = client.hgetall(f"{prefix}:runner")
+    runner_ttl = client.ttl(f"{prefix}:runner")
+    time.sleep(0.5)
+    later = client.get(f"{prefix}:heartbeat")
+    result = runner.wait()
+
+    assert 0 < ttl <= 30
+    assert 0 < runner_ttl <= 30
+    assert later != first  # beats keep coming every 0.2 s
+    assert info["pod"] == "task-pod"
+    assert info["node"] == names["NODE_NAME"]
+    assert info["attempt"] == "2"
+    assert int(info["pid"]) > 0
+    assert info["started"].endswith("Z")
+    assert result.result["reason"] == "Completed"
+    assert result.runner_lines == []
+
+
+def test_result_results_list_and_node_stats_land_in_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    names = _names()
+    code = "import sys\nprint('o' * 10000)\nprint('e' * 10000, file=sys.stderr)\nsys.exit(2)\n"
+    result = run(tmp_path, code, REDIS_URL=redis_server.url, **names)
+    client = redis_server.client
+    stored = json.loads(client.get(f"codetask:{names['CODETASK_NAMESPACE']}:t:result") or "")
+    entries = [json.loads(e) for e in client.lrange("codetask:results", 0, -1)]
+    stats = client.hgetall(f"codetask:node:{names['NODE_NAME']}:stats")
+
+    assert result.exit_code == 2
+    assert len(result.result_bytes) <= RESULT_LIMIT
+    # the Redis copy keeps the tails up to the output limit, not the 4096-byte fit
+    assert stored["stdout"] == "o" * 10000 + "\n"
+    assert stored["stderr"] == "e" * 10000 + "\n"
+    assert stored["truncated"] == {"stdout": False, "stderr": False}
+    assert stored["reason"] == "NonZeroExit" and stored["exitCode"] == 2
+    assert 0 < client.ttl(f"codetask:{names['CODETASK_NAMESPACE']}:t:result") <= 86400
+    assert {
+        "namespace": names["CODETASK_NAMESPACE"],
+        "name": "t",
+        "attempt": 1,
+        "reason": "NonZeroExit",
+        "exitCode": 2,
+    } in entries
+    assert stats == {"started": "1", "failed": "1"}
+    assert result.runner_lines == []
+
+
+def test_start_error_is_counted_and_stored_in_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    names = _names()
+    result = run(tmp_path, "", "cobol", REDIS_URL=redis_server.url, **names)
+    stored = redis_server.client.get(f"codetask:{names['CODETASK_NAMESPACE']}:t:result")
+    stats = redis_server.client.hgetall(f"codetask:node:{names['NODE_NAME']}:stats")
+
+    assert result.result["reason"] == "StartError"
+    assert stored is not None and json.loads(stored)["reason"] == "StartError"
+    assert stats == {"started": "1", "failed": "1"}
+
+
+def test_latest_valid_progress_line_is_forwarded_to_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    names = _names()
+    key = f"codetask:{names['CODETASK_NAMESPACE']}:t:progress"
+    code = (
+        'p() { echo "$1" >> "$CODETASK_PROGRESS_FILE"; }\n'
+        'p \'{"percent": 10, "stage": "download", "message": "1/7 files"}\'\n'
+        "sleep 1.2\n"
+        "echo mid\n"
+        "sleep 0.3\n"
+        "p 'not json at all'\n"
+        'p \'{"percent": 60, "stage": "train", "extra": [1, 2]}\'\n'
+        "p '{\"unknown\": true}'\n"
+        "p '[1, 2, 3]'\n"
+        "sleep 1.2\n"
+    )
+    runner = Runner(tmp_path, code, "bash", REDIS_URL=redis_server.url, **names).start()
+    runner.wait_for_output("mid")
+    during = json.loads(redis_server.client.get(key) or "{}")
+    result = runner.wait()
+    final = json.loads(redis_server.client.get(key) or "{}")
+
+    assert result.result["reason"] == "Completed", result.stderr
+    assert during["percent"] == 10 and during["stage"] == "download"
+    assert during["message"] == "1/7 files"
+    assert final == {
+        "percent": 60,
+        "stage": "train",
+        "message": None,
+        "time": final["time"],
+    }
+    assert final["time"].endswith("Z")
+    assert 0 < redis_server.client.ttl(key) <= 86400
+
+
+def test_progress_written_at_the_very_end_still_lands(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    names = _names()
+    code = (
+        "import json, os\n"
+        "with open(os.environ['CODETASK_PROGRESS_FILE'], 'a') as f:\n"
+        "    for i in range(101):\n"
+        "        f.write(json.dumps({'percent': i}) + '\\n')\n"
+    )
+    run(tmp_path, code, REDIS_URL=redis_server.url, **names)
+    stored = redis_server.client.get(f"codetask:{names['CODETASK_NAMESPACE']}:t:progress")
+
+    assert stored is not None and json.loads(stored)["percent"] == 100
+
+
+def test_progress_writes_are_rate_limited_to_one_per_second(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    names = _names()
+    code = (
+        "import json, os, time\n"
+        "for i in range(60):\n"
+        "    with open(os.environ['CODETASK_PROGRESS_FILE'], 'a') as f:\n"
+        "        f.write(json.dumps({'percent': i}) + '\\n')\n"
+        "    time.sleep(0.05)\n"
+    )
+    client = redis_server.client
+    before = client.info("commandstats").get("cmdstat_set", {}).get("calls", 0)
+    result = run(tmp_path, code, REDIS_URL=redis_server.url, **names)
+    after = client.info("commandstats").get("cmdstat_set", {}).get("calls", 0)
+    stored = json.loads(client.get(f"codetask:{names['CODETASK_NAMESPACE']}:t:progress") or "{}")
+
+    assert result.seconds < 5
+    # 3 s of updates every 50 ms, polled every 0.5 s: ≤ 3 timed progress writes, the last
+    # progress and the result at the end (without the limit: 6 timed writes)
+    assert after - before <= 5
+    assert stored["percent"] == 59
+
+
+def test_unreachable_redis_costs_one_warning_and_no_delay(tmp_path: Path) -> None:
+    code = "import time\ntime.sleep(0.6)\nprint('ok')\n"
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "dead").mkdir()
+    plain = Runner(tmp_path / "plain", code).run()
+    dead = Runner(
+        tmp_path / "dead",
+        code,
+        REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0",
+        CODETASK_HEARTBEAT_INTERVAL="0.1",
+    ).run()
+
+    assert dead.exit_code == 0
+    assert dead.result["reason"] == "Completed"
+    assert dead.result["stdout"] == "ok\n"
+    assert len(dead.runner_lines) == 1
+    assert "warning" in dead.runner_lines[0] and "Redis" in dead.runner_lines[0]
+    assert dead.seconds - plain.seconds < 1.5
+
+
+def test_unresponsive_redis_delays_the_exit_by_about_a_second_at_most(tmp_path: Path) -> None:
+    code = "print('ok')\n"
+    with socket.socket() as blackhole:  # accepts connections (backlog), never answers
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)
+        url = f"redis://127.0.0.1:{blackhole.getsockname()[1]}/0"
+        (tmp_path / "plain").mkdir()
+        (tmp_path / "stuck").mkdir()
+        plain = Runner(tmp_path / "plain", code).run()
+        stuck = Runner(tmp_path / "stuck", code, REDIS_URL=url).run()
+
+    assert stuck.result["reason"] == "Completed"
+    assert stuck.result_bytes  # the result was written before waiting on Redis
+    assert len(stuck.runner_lines) <= 1
+    assert stuck.seconds - plain.seconds < 1.5
+
+
+def test_redis_dying_mid_run_warns_once_and_the_result_still_lands(tmp_path: Path) -> None:
+    server = _start_redis()
+    try:
+        names = _names()
+        runner = Runner(
+            tmp_path,
+            "echo started\nsleep 1.5\necho done\n",
+            "bash",
+            REDIS_URL=server.url,
+            CODETASK_HEARTBEAT_INTERVAL="0.1",
+            **names,
+        ).start()
+        runner.wait_for_output("started")
+        time.sleep(0.3)
+        assert server.client.exists(f"codetask:{names['CODETASK_NAMESPACE']}:t:heartbeat")
+    finally:
+        _stop_redis(server)
+    result = runner.wait()
+
+    assert result.exit_code == 0
+    assert result.result["stdout"] == "started\ndone\n"
+    assert len(result.runner_lines) == 1
+    assert result.seconds < 3.5
