@@ -1,0 +1,1 @@
+"""CodeTask operator: runs a CodeTask as one Kubernetes Job per attempt."""

@@ -1,0 +1,243 @@
+"""Pure: a CodeTask spec, attempt and settings → the attempt's Job manifest (batch/v1).
+
+The runner's side of the pod is described in docs/runner-contract.md. Custom-image tasks run the
+user's command directly (no runner in their image) under the same lockdown.
+"""
+
+import hashlib
+import json
+import re
+from typing import Any, Final
+
+from codetask_operator import api, quantity
+from codetask_operator.settings import Settings
+
+JOB_NAME_MAX: Final = 52
+"""Pods get a 6-character suffix and the `job-name` label must stay within 63."""
+CONTAINER_NAME: Final = "runner"
+INPUT_DIR: Final = "/codetask/input"
+SCRATCH_DIR: Final = "/scratch"
+RESULT_PATH: Final = "/dev/termination-log"
+CODE_ANNOTATION: Final = "codetask.dev/code"
+STDIN_ANNOTATION: Final = "codetask.dev/stdin"
+NON_ROOT_ID: Final = 65532
+
+MANAGED_BY: Final = "codetask-operator"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_TASK: Final = "codetask.dev/task"
+LABEL_TASK_UID: Final = "codetask.dev/task-uid"
+LABEL_ATTEMPT: Final = "codetask.dev/attempt"
+RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
+
+_LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def job_name(task_name: str, task_uid: str, attempt: int) -> str:
+    """`<name>-<hash of uid>-<attempt>`: deterministic, a DNS-1123 label of ≤ 52 characters."""
+    suffix = f"-{_digest(task_uid)}-{attempt}"
+    base = re.sub(r"[^a-z0-9-]", "-", task_name.lower())[: JOB_NAME_MAX - len(suffix)]
+    return (base.strip("-") or "task") + suffix
+
+
+def _label_value(text: str) -> str:
+    """`text` if it is a valid label value, else a readable prefix plus a hash of it."""
+    if len(text) <= 63 and _LABEL_VALUE.match(text):
+        return text
+    prefix = re.sub(r"[^A-Za-z0-9._-]", "-", text)[:52]
+    prefix = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", prefix)
+    return f"{prefix}-{_digest(text)}" if prefix else _digest(text)
+
+
+def labels_for(task_name: str, task_uid: str, attempt: int | None = None) -> dict[str, str]:
+    """Labels of a task's Jobs and pods; without `attempt`, a selector for all its attempts."""
+    labels = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_TASK: _label_value(task_name),
+        LABEL_TASK_UID: _label_value(task_uid),
+    }
+    if attempt is not None:
+        labels[LABEL_ATTEMPT] = str(attempt)
+    return labels
+
+
+def owner_reference(task_name: str, task_uid: str) -> dict[str, Any]:
+    """Makes the CodeTask the Job's controller, so deleting the task deletes Job and pod."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": task_name,
+        "uid": task_uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def input_annotations(spec: api.CodeTaskSpec) -> dict[str, str]:
+    """The pod annotations that carry the code and stdin (empty in custom-image mode)."""
+    annotations = {}
+    if spec.code is not None:
+        annotations[CODE_ANNOTATION] = spec.code
+        if spec.stdin is not None:
+            annotations[STDIN_ANNOTATION] = spec.stdin
+    return annotations
+
+
+def resources(asked: api.Resources, settings: Settings) -> dict[str, dict[str, str]]:
+    """The pod's requests and limits: the task's amounts over the operator's defaults.
+
+    A request the task sets above a default limit raises that limit, a limit it sets below a
+    default request lowers that request. Both set and inconsistent is admission's to refuse.
+    """
+    asked_requests, asked_limits = asked.requests.as_dict(), asked.limits.as_dict()
+    requests, limits = {}, {}
+    for name in RESOURCE_NAMES:
+        request = asked_requests.get(name, settings.default_requests[name])
+        limit = asked_limits.get(name, settings.default_limits[name])
+        if quantity.parse(request) > quantity.parse(limit):
+            if name not in asked_limits:
+                limit = request
+            elif name not in asked_requests:
+                request = limit
+        requests[name], limits[name] = request, limit
+    return {"requests": requests, "limits": limits}
+
+
+def _value(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _field(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _env(
+    task_name: str, namespace: str, spec: api.CodeTaskSpec, attempt: int, settings: Settings
+) -> list[dict[str, Any]]:
+    env = [
+        _value("CODETASK_NAMESPACE", namespace),
+        _value("CODETASK_NAME", task_name),
+        _value("CODETASK_ATTEMPT", str(attempt)),
+        _field("POD_NAME", "metadata.name"),
+        _field("NODE_NAME", "spec.nodeName"),
+        _value("CODETASK_TIMEOUT_SECONDS", str(spec.timeout_seconds)),
+        _value("CODETASK_WORKDIR", SCRATCH_DIR),
+        _value("HOME", SCRATCH_DIR),
+        _value("TMPDIR", SCRATCH_DIR),
+    ]
+    if spec.code is not None:
+        if spec.language is None:
+            raise ValueError("spec.language: required with spec.code")
+        env += [
+            _value("CODETASK_LANGUAGE", spec.language.value),
+            _value("CODETASK_CODE_FILE", f"{INPUT_DIR}/code"),
+            _value("CODETASK_ARGS", json.dumps(spec.args)),
+            _value("CODETASK_OUTPUT_LIMIT_BYTES", str(spec.output_limit_bytes)),
+            _value("CODETASK_GRACE_SECONDS", str(settings.grace_seconds)),
+            _value("CODETASK_RESULT_PATH", RESULT_PATH),
+            _value("CODETASK_HEARTBEAT_INTERVAL", str(settings.heartbeat_interval_seconds)),
+            _value("CODETASK_HEARTBEAT_TTL", str(settings.heartbeat_ttl_seconds)),
+        ]
+        if spec.stdin is not None:
+            env.append(_value("CODETASK_STDIN_FILE", f"{INPUT_DIR}/stdin"))
+        if settings.redis_url is not None:
+            env.append(_value("REDIS_URL", settings.redis_url))
+    return env + [var.model_dump(mode="json", exclude_none=True) for var in spec.env]
+
+
+def _container(
+    task_name: str, namespace: str, spec: api.CodeTaskSpec, attempt: int, settings: Settings
+) -> dict[str, Any]:
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "imagePullPolicy": settings.image_pull_policy,
+    }
+    if spec.code is not None:
+        container["image"] = settings.runner_image
+        mounts.insert(0, {"name": "input", "mountPath": INPUT_DIR, "readOnly": True})
+    else:
+        container.update(image=spec.image, command=spec.command, args=spec.args)
+    container.update(
+        env=_env(task_name, namespace, spec, attempt, settings),
+        resources=resources(spec.resources, settings),
+        volumeMounts=mounts,
+        terminationMessagePath=RESULT_PATH,
+        terminationMessagePolicy="FallbackToLogsOnError",
+        securityContext={
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+    )
+    return container
+
+
+def _volumes(spec: api.CodeTaskSpec, scratch_limit: str) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"sizeLimit": scratch_limit}}]
+    items = [
+        {
+            "path": key.removeprefix("codetask.dev/"),
+            "fieldRef": {"fieldPath": f"metadata.annotations['{key}']"},
+        }
+        for key in input_annotations(spec)
+    ]
+    if items:
+        volumes.insert(0, {"name": "input", "downwardAPI": {"items": items, "defaultMode": 0o444}})
+    return volumes
+
+
+def build_job(
+    task_name: str,
+    task_uid: str,
+    namespace: str,
+    spec: api.CodeTaskSpec,
+    attempt: int,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The Job for one attempt of a validated CodeTask spec."""
+    container = _container(task_name, namespace, spec, attempt, settings)
+    labels = labels_for(task_name, task_uid, attempt)
+    template_metadata: dict[str, Any] = {"labels": {**spec.labels, **labels}}
+    if annotations := input_annotations(spec):
+        template_metadata["annotations"] = annotations
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(task_name, task_uid, attempt),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(task_name, task_uid)],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": spec.timeout_seconds,
+            "template": {
+                "metadata": template_metadata,
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "dnsPolicy": settings.pod_dns_policy,
+                    "terminationGracePeriodSeconds": settings.grace_seconds + 5,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": NON_ROOT_ID,
+                        "runAsGroup": NON_ROOT_ID,
+                        "fsGroup": NON_ROOT_ID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": _volumes(
+                        spec, container["resources"]["limits"]["ephemeral-storage"]
+                    ),
+                },
+            },
+        },
+    }

@@ -1,0 +1,152 @@
+"""Operator settings from `CODETASK_*` environment variables, validated once at start."""
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from codetask_operator import quantity
+from codetask_operator.api import describe_error
+
+ENV_PREFIX = "CODETASK_"
+_SECRET_FIELDS = frozenset({"redis_url"})
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+# Lists come as JSON (`["a","b"]`) or comma-separated (`a,b`).
+StrList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(Exception):
+    """Settings are invalid; the message names each environment variable and what is wrong."""
+
+
+class Settings(BaseSettings):
+    """Everything the operator is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
+
+    runner_image: str = Field("codetask-runner:dev", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    allowed_images: StrList = Field(
+        default_factory=list,
+        description="Glob patterns (fnmatch) of images allowed in custom-image mode; empty = none.",
+    )
+
+    default_cpu_request: str = "100m"
+    default_memory_request: str = "128Mi"
+    default_ephemeral_storage_request: str = "64Mi"
+    default_cpu_limit: str = "1"
+    default_memory_limit: str = "512Mi"
+    default_ephemeral_storage_limit: str = "1Gi"
+    default_ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="For tasks without spec.ttlSecondsAfterFinished; unset = keep."
+    )
+
+    redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    heartbeat_interval_seconds: int = Field(10, ge=1, le=3600)
+    heartbeat_ttl_seconds: int = Field(30, ge=2, le=86400)
+    grace_seconds: int = Field(5, ge=0, le=300)
+    pod_dns_policy: Literal["ClusterFirst", "Default"] = "ClusterFirst"
+    pending_grace_seconds: float = Field(
+        20,
+        ge=0,
+        le=3600,
+        description="An unschedulable pod or a missing Secret/ConfigMap fails the task after this.",
+    )
+    sweep_interval_seconds: float = Field(
+        5, gt=0, le=300, description="How often unfinished tasks are re-checked without an event."
+    )
+
+    max_running: int = Field(0, ge=0, description="Running tasks in the cluster; 0 = unlimited.")
+    max_running_per_namespace: int = Field(0, ge=0, description="Per namespace; 0 = unlimited.")
+    namespaces: StrList = Field(default_factory=list, description="Watched; empty = all.")
+
+    log_format: Literal["json", "plain", "full"] = "json"
+    metrics_port: int = Field(8000, ge=1, le=65535)
+    health_port: int = Field(8080, ge=1, le=65535)
+
+    webhook_enabled: bool = False
+    webhook_port: int = Field(9443, ge=1, le=65535)
+    webhook_service_name: str = "codetask-operator-webhook"
+    webhook_service_namespace: str = "codetask-system"
+    webhook_cert_dir: Path | None = Field(
+        None, description="tls.crt and tls.key; unset = self-signed by kopf."
+    )
+
+    @field_validator("allowed_images", "namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, value: list[str]) -> list[str]:
+        bad = [ns for ns in value if not _DNS_LABEL.match(ns)]
+        if bad:
+            raise ValueError(f"not namespace names: {', '.join(bad)}")
+        return value
+
+    @field_validator(
+        "default_cpu_request",
+        "default_memory_request",
+        "default_ephemeral_storage_request",
+        "default_cpu_limit",
+        "default_memory_limit",
+        "default_ephemeral_storage_limit",
+    )
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        quantity.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        for name, request in self.default_requests.items():
+            limit = self.default_limits[name]
+            if quantity.parse(request) > quantity.parse(limit):
+                raise ValueError(f"default {name} request {request} exceeds its limit {limit}")
+        if self.heartbeat_ttl_seconds <= self.heartbeat_interval_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}HEARTBEAT_TTL_SECONDS ({self.heartbeat_ttl_seconds}) must exceed "
+                f"{ENV_PREFIX}HEARTBEAT_INTERVAL_SECONDS ({self.heartbeat_interval_seconds})"
+            )
+        return self
+
+    @property
+    def default_requests(self) -> dict[str, str]:
+        """Default requests, keyed by Kubernetes resource name."""
+        return {
+            "cpu": self.default_cpu_request,
+            "memory": self.default_memory_request,
+            "ephemeral-storage": self.default_ephemeral_storage_request,
+        }
+
+    @property
+    def default_limits(self) -> dict[str, str]:
+        """Default limits, keyed by Kubernetes resource name."""
+        return {
+            "cpu": self.default_cpu_limit,
+            "memory": self.default_memory_limit,
+            "ephemeral-storage": self.default_ephemeral_storage_limit,
+        }
+
+
+def load() -> Settings:
+    """Settings from the environment, or SettingsError listing every problem."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            where = f"{ENV_PREFIX}{field.upper()}: " if field else ""
+            got = "" if field in _SECRET_FIELDS or not field else f" (got {error['input']!r})"
+            lines.append(f"{where}{describe_error(error)}{got}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,114 @@
+"""Operator settings: defaults, parsing, and errors that name the environment variable."""
+
+import os
+
+import pytest
+
+from codetask_operator import settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(settings.ENV_PREFIX):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_are_usable() -> None:
+    loaded = settings.load()
+    assert loaded.runner_image == "codetask-runner:dev"
+    assert loaded.image_pull_policy == "IfNotPresent"
+    assert loaded.allowed_images == [] and loaded.namespaces == []
+    assert (loaded.heartbeat_interval_seconds, loaded.heartbeat_ttl_seconds) == (10, 30)
+    assert loaded.grace_seconds == 5 and loaded.pod_dns_policy == "ClusterFirst"
+    assert loaded.pending_grace_seconds == 20
+    assert (loaded.max_running, loaded.max_running_per_namespace) == (0, 0)
+    assert set(loaded.default_limits) == {"cpu", "memory", "ephemeral-storage"}
+    assert loaded.redis_url is None and loaded.webhook_enabled is False
+
+
+def test_values_come_from_prefixed_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODETASK_RUNNER_IMAGE", "registry.local/runner:1")
+    monkeypatch.setenv("CODETASK_POD_DNS_POLICY", "Default")
+    monkeypatch.setenv("CODETASK_MAX_RUNNING", "2")
+    monkeypatch.setenv("CODETASK_DEFAULT_MEMORY_LIMIT", "1Gi")
+    monkeypatch.setenv("CODETASK_REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("CODETASK_WEBHOOK_ENABLED", "true")
+    loaded = settings.load()
+    assert loaded.runner_image == "registry.local/runner:1"
+    assert loaded.pod_dns_policy == "Default"
+    assert loaded.max_running == 2
+    assert loaded.default_limits["memory"] == "1Gi"
+    assert loaded.redis_url == "redis://redis:6379/0"
+    assert loaded.webhook_enabled is True
+
+
+@pytest.mark.parametrize(
+    "value", ["busybox:*, registry.local/*", '["busybox:*", "registry.local/*"]']
+)
+def test_lists_are_comma_separated_or_json(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CODETASK_ALLOWED_IMAGES", value)
+    assert settings.load().allowed_images == ["busybox:*", "registry.local/*"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CODETASK_MAX_RUNNING", "-1", "CODETASK_MAX_RUNNING: must be ≥ 0 (got '-1')"),
+        ("CODETASK_MAX_RUNNING", "many", "CODETASK_MAX_RUNNING: must be an integer (got 'many')"),
+        ("CODETASK_GRACE_SECONDS", "301", "CODETASK_GRACE_SECONDS: must be ≤ 300"),
+        ("CODETASK_IMAGE_PULL_POLICY", "Sometimes", "CODETASK_IMAGE_PULL_POLICY: "),
+        ("CODETASK_POD_DNS_POLICY", "None", "CODETASK_POD_DNS_POLICY: "),
+        ("CODETASK_LOG_FORMAT", "xml", "CODETASK_LOG_FORMAT: "),
+        ("CODETASK_METRICS_PORT", "70000", "CODETASK_METRICS_PORT: must be ≤ 65535"),
+        (
+            "CODETASK_DEFAULT_CPU_LIMIT",
+            "lots",
+            "CODETASK_DEFAULT_CPU_LIMIT: 'lots' is not a Kubernetes quantity",
+        ),
+        (
+            "CODETASK_NAMESPACES",
+            "team-a,Team_B",
+            "CODETASK_NAMESPACES: not namespace names: Team_B",
+        ),
+        ("CODETASK_REDIS_URL", "http://secret@redis", "CODETASK_REDIS_URL: must match"),
+        ("CODETASK_WEBHOOK_ENABLED", "perhaps", "CODETASK_WEBHOOK_ENABLED: must be true or false"),
+        ("CODETASK_HEARTBEAT_TTL_SECONDS", "5", "CODETASK_HEARTBEAT_TTL_SECONDS (5) must exceed"),
+        (
+            "CODETASK_DEFAULT_MEMORY_LIMIT",
+            "64Mi",
+            "default memory request 128Mi exceeds its limit 64Mi",
+        ),
+    ],
+)
+def test_bad_values_give_errors_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load()
+    assert expected in str(caught.value)
+
+
+def test_secrets_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODETASK_REDIS_URL", "http://user:hunter2@redis")
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load()
+    assert "hunter2" not in str(caught.value)
+
+
+def test_every_problem_is_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODETASK_MAX_RUNNING", "-1")
+    monkeypatch.setenv("CODETASK_HEALTH_PORT", "0")
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load()
+    assert "CODETASK_MAX_RUNNING" in str(caught.value)
+    assert "CODETASK_HEALTH_PORT" in str(caught.value)
+
+
+def test_settings_are_frozen() -> None:
+    loaded = settings.load()
+    with pytest.raises(ValueError, match="frozen"):
+        loaded.max_running = 3  # type: ignore[misc]
