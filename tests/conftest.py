@@ -1,7 +1,7 @@
 """Test tiers and the shared cluster fixtures.
 
-Tests marked `integration` or `e2e` run against a real cluster: the one `$KUBECONFIG` points at, or the
-one `hack/cluster/cluster.sh up` brings up (local from Debian packages, or kind where Docker exists).
+Tests marked `integration` or `e2e` run against a real cluster: the one `$KUBECONFIG` points at,
+or the one `hack/cluster/cluster.sh up` brings up (local from Debian packages, or kind).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def kubeconfig() -> str:
-    """Path of a kubeconfig for a reachable cluster, bringing one up (and loading images) if needed."""
+    """A kubeconfig for a reachable cluster, bringing one up (and loading images) if needed."""
     subprocess.run([REPO / "hack/cluster/cluster.sh", "up"], check=True)
     subprocess.run([REPO / "hack/cluster/cluster.sh", "images"], check=True)
     path = str(REPO / ".cluster/kubeconfig")
@@ -41,7 +41,7 @@ def kubeconfig() -> str:
 
 @pytest.fixture(scope="session")
 def api_client(kubeconfig: str) -> Iterator[object]:
-    from kubernetes import client, config
+    from kubernetes import config
 
     c = config.new_client_from_config(config_file=kubeconfig)
     yield c
@@ -55,6 +55,10 @@ def namespace(api_client: object) -> Iterator[str]:
 
     core = client.CoreV1Api(api_client)
     name = f"t-{uuid.uuid4().hex[:10]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"codetask.dev/test": "true"})))
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={"codetask.dev/test": "true"})
+        )
+    )
     yield name
     core.delete_namespace(name, propagation_policy="Background")

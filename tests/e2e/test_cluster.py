@@ -16,9 +16,12 @@ API_CHECK = """
 import json, os, ssl, urllib.request, urllib.error
 sa = "/var/run/secrets/kubernetes.io/serviceaccount"
 ctx = ssl.create_default_context(cafile=sa + "/ca.crt")
-url = "https://%s:%s/api" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+env = os.environ
+url = "https://%s:%s/api" % (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"])
 def get(token):
-    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token} if token else {})
+    req = urllib.request.Request(
+        url, headers={"Authorization": "Bearer " + token} if token else {}
+    )
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
             return r.status
@@ -29,7 +32,9 @@ print(json.dumps({"host": os.environ["KUBERNETES_SERVICE_HOST"],
 """
 
 
-def job(name: str, command: list[str], deadline: int | None = None, token: bool = False) -> dict[str, Any]:
+def job(
+    name: str, command: list[str], deadline: int | None = None, token: bool = False
+) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -42,7 +47,12 @@ def job(name: str, command: list[str], deadline: int | None = None, token: bool 
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": token,
                     "containers": [
-                        {"name": "main", "image": IMAGE, "imagePullPolicy": "IfNotPresent", "command": command}
+                        {
+                            "name": "main",
+                            "image": IMAGE,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": command,
+                        }
                     ],
                 }
             },
@@ -70,7 +80,9 @@ def pod_of(core: client.CoreV1Api, ns: str, job_name: str) -> client.V1Pod:
 def test_node_is_ready(api_client: client.ApiClient) -> None:
     nodes = client.CoreV1Api(api_client).list_node().items
     assert nodes
-    ready = {n.metadata.name: c.status for n in nodes for c in n.status.conditions if c.type == "Ready"}
+    ready = {
+        n.metadata.name: c.status for n in nodes for c in n.status.conditions if c.type == "Ready"
+    }
     assert "True" in ready.values(), ready
 
 
@@ -84,12 +96,16 @@ def test_python_job_prints_4_and_kubectl_logs_returns_it(
     pod = pod_of(core, namespace, "two-plus-two").metadata.name
     out = subprocess.run(
         ["kubectl", "--kubeconfig", kubeconfig, "-n", namespace, "logs", pod],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert out == "4\n"
 
 
-def test_active_deadline_fails_job_with_deadline_exceeded(api_client: client.ApiClient, namespace: str) -> None:
+def test_active_deadline_fails_job_with_deadline_exceeded(
+    api_client: client.ApiClient, namespace: str
+) -> None:
     batch = client.BatchV1Api(api_client)
     start = time.monotonic()
     batch.create_namespaced_job(namespace, job("sleeper", ["sleep", "100"], deadline=5))
@@ -103,7 +119,9 @@ def test_pod_reaches_api_server_through_the_kubernetes_service_with_its_token(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
-    batch.create_namespaced_job(namespace, job("api-check", ["python3", "-c", API_CHECK], token=True))
+    batch.create_namespaced_job(
+        namespace, job("api-check", ["python3", "-c", API_CHECK], token=True)
+    )
     j = wait_job(batch, namespace, "api-check")
     pod = pod_of(core, namespace, "api-check").metadata.name
     log = core.read_namespaced_pod_log(pod, namespace)

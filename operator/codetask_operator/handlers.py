@@ -1,0 +1,149 @@
+"""kopf handlers: thin glue from watch events to `Reconciler`.
+
+Only `on.event` handlers are used, and they return None: kopf then writes nothing of its own (no
+finalizers, no diffbase or progress annotations), and every API write is one the reconciler decided.
+Jobs and pods are watched with a server-side label selector, so only the operator's own are listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, cast
+
+import kopf
+
+from codetask_operator import api, jobs, metrics
+from codetask_operator import settings as settings_mod
+from codetask_operator.kube import Kube, connect
+from codetask_operator.reconcile import Reconciler, Registry, TaskState, guarded
+from codetask_operator.status import job_finished
+
+log = logging.getLogger("codetask")
+SELECTOR = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
+MISSING_JOB_GRACE_SECONDS = 10.0
+"""A Job missing from the watch this long is gone, not just not listed or echoed yet."""
+
+registry = Registry()
+_runtime: dict[str, Any] = {}
+
+
+def _reconciler() -> Reconciler:
+    reconciler: Reconciler = _runtime["reconciler"]
+    return reconciler
+
+
+def _post_event(state: TaskState, type_: str, reason: str, message: str) -> None:
+    kopf.event(
+        kopf.Body(cast(kopf.RawBody, state.body())),
+        type=type_,
+        reason=reason,
+        message=message[:1024],
+    )
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Configure kopf for low API cost and memory, connect, and start the sweeper."""
+    config = settings_mod.load()
+    settings.watching.label_selectors["batch", "v1", "jobs"] = SELECTOR
+    settings.watching.label_selectors["", "v1", "pods"] = SELECTOR
+    settings.watching.chunk_size = 500
+    settings.queueing.idle_timeout = 0.5
+    settings.posting.level = logging.INFO
+    metrics.serve(
+        config.metrics_port, lambda: (t.status.get("phase") for t in registry.tasks.values())
+    )
+    client = await connect()
+    _runtime["client"] = client
+    _runtime["reconciler"] = Reconciler(Kube(client), config, _post_event)
+    _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    """Stop the sweeper and close the API client."""
+    sweeper = _runtime.pop("sweeper", None)
+    if sweeper:
+        sweeper.cancel()
+    client = _runtime.pop("client", None)
+    if client:
+        await client.close()
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="codetask")
+async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """A CodeTask appeared, changed or went away."""
+    meta = body["metadata"]
+    if event["type"] == "DELETED":
+        registry.forget(meta["uid"])
+        return
+    state = registry.get(meta["uid"])
+    state.namespace, state.name = meta["namespace"], meta["name"]
+    state.generation = meta.get("generation")
+    state.created = meta.get("creationTimestamp")
+    state.spec = dict(body.get("spec") or {})
+    if not state.final:
+        state.status = dict(body.get("status") or {})
+    await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="job")
+async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """One of our Jobs changed."""
+    uid = (body["metadata"].get("labels") or {}).get(jobs.LABEL_TASK_UID)
+    if not uid:
+        return
+    state = registry.get(uid)
+    name = body["metadata"]["name"]
+    if event["type"] == "DELETED":
+        state.jobs.pop(name, None)
+        if name == state.status.get("jobName"):
+            await guarded(
+                name, _reconciler().lost(state, f"Job {name} was deleted before it ended")
+            )
+        return
+    state.jobs[name] = dict(body)
+    await guarded(name, _reconciler().reconcile(state))
+
+
+@kopf.on.event("", "v1", "pods", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="pod")
+async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """One of our pods changed."""
+    uid = (body["metadata"].get("labels") or {}).get(jobs.LABEL_TASK_UID)
+    if not uid:
+        return
+    state = registry.get(uid)
+    name = body["metadata"]["name"]
+    if event["type"] == "DELETED":
+        was_current = (state.current_pod() or {}).get("metadata", {}).get("name") == name
+        state.pods.pop(name, None)
+        job = state.jobs.get(state.status.get("jobName") or "")
+        if was_current and not _job_ended(job):
+            await guarded(name, _reconciler().lost(state, f"pod {name} was deleted while it ran"))
+        return
+    state.pods[name] = dict(body)
+    await guarded(name, _reconciler().reconcile(state))
+
+
+def _job_ended(job: dict[str, Any] | None) -> bool:
+    return job_finished(job) is not None
+
+
+async def _sweep(interval: float) -> None:
+    """Re-check unfinished tasks: grace periods run out and missed events leave no task behind."""
+    while True:
+        await asyncio.sleep(interval)
+        now = time.monotonic()
+        for state in list(registry.tasks.values()):
+            if state.spec is None or state.final or state.deleted:
+                continue
+            job_name = state.status.get("jobName")
+            if job_name and job_name not in state.jobs:
+                state.job_missing_since = state.job_missing_since or now
+                if now - state.job_missing_since > MISSING_JOB_GRACE_SECONDS:
+                    await guarded(job_name, _reconciler().lost(state, f"Job {job_name} is gone"))
+                continue
+            state.job_missing_since = None
+            await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))

@@ -1,0 +1,422 @@
+"""Pure: what the cluster shows of a task's attempt (Job, pod, runner result) → the task's status.
+
+This is the phase machine. The Job is the authority on when an attempt ends; the pod supplies the
+detail (node, start, exit code, the runner's result) and the early failures a Job never reports on
+its own (image errors, unschedulable pods, missing Secrets).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from codetask_operator.api import FINAL_PHASES, ConditionStatus, ConditionType, Phase, Reason
+
+Obj = Mapping[str, Any]
+
+IMAGE_ERRORS: Final = frozenset(
+    {
+        "ErrImageNeverPull",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "ImageInspectError",
+    }
+)
+CONFIG_ERRORS: Final = frozenset({"CreateContainerConfigError"})
+START_ERRORS: Final = frozenset({"CreateContainerError", "RunContainerError"})
+
+
+def iso(t: datetime) -> str:
+    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """A Kubernetes timestamp (or the runner's, with fractions) as an aware datetime."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class RunnerResult:
+    """The runner's result JSON (docs/runner-contract.md)."""
+
+    reason: str
+    exit_code: int | None
+    message: str
+    stdout: str
+    stderr: str
+    truncated_stdout: bool
+    truncated_stderr: bool
+    started_at: str | None
+    finished_at: str | None
+    duration_seconds: float | None
+
+
+def parse_result(message: str | None) -> RunnerResult | None:
+    """The runner's result from a termination message; None when it is absent or not ours."""
+    if not message or not message.startswith("{"):
+        return None
+    try:
+        raw = json.loads(message)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or raw.get("v") != 1 or not isinstance(raw.get("reason"), str):
+        return None
+    truncated = raw.get("truncated") or {}
+    return RunnerResult(
+        reason=raw["reason"],
+        exit_code=raw.get("exitCode"),
+        message=str(raw.get("message") or ""),
+        stdout=str(raw.get("stdout") or ""),
+        stderr=str(raw.get("stderr") or ""),
+        truncated_stdout=bool(truncated.get("stdout")),
+        truncated_stderr=bool(truncated.get("stderr")),
+        started_at=raw.get("startedAt"),
+        finished_at=raw.get("finishedAt"),
+        duration_seconds=raw.get("durationSeconds"),
+    )
+
+
+@dataclass(frozen=True)
+class PodView:
+    """The parts of a task pod that decide the task's status."""
+
+    name: str
+    node: str | None
+    deleted: bool
+    unschedulable: str | None
+    waiting_reason: str | None
+    waiting_message: str
+    started_at: str | None
+    terminated: Obj | None
+
+    @classmethod
+    def of(cls, pod: Obj) -> PodView:
+        status = pod.get("status") or {}
+        scheduled: Obj = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {}
+        )
+        unschedulable = (
+            scheduled.get("message") or "Unschedulable"
+            if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+            else None
+        )
+        container: Obj = next(iter(status.get("containerStatuses") or []), {})
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        running = state.get("running") or {}
+        terminated = state.get("terminated")
+        return cls(
+            name=pod["metadata"]["name"],
+            node=(pod.get("spec") or {}).get("nodeName"),
+            deleted=bool(pod["metadata"].get("deletionTimestamp")),
+            unschedulable=unschedulable,
+            waiting_reason=waiting.get("reason"),
+            waiting_message=waiting.get("message") or "",
+            started_at=running.get("startedAt") or (terminated or {}).get("startedAt"),
+            terminated=terminated,
+        )
+
+
+def job_finished(job: Obj | None) -> tuple[str, str, str] | None:
+    """(Complete|Failed, reason, message) once the Job has ended, else None."""
+    for c in (job or {}).get("status", {}).get("conditions") or []:
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return c["type"], c.get("reason") or "", c.get("message") or ""
+    return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended."""
+
+    phase: Phase
+    reason: Reason
+    message: str
+    exit_code: int | None = None
+    result: RunnerResult | None = None
+    log_tail: str | None = None
+
+
+_RESULT_REASONS: Final = {
+    "Completed": (Phase.SUCCEEDED, Reason.COMPLETED),
+    "NonZeroExit": (Phase.FAILED, Reason.NON_ZERO_EXIT),
+    "DeadlineExceeded": (Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED),
+    "StartError": (Phase.FAILED, Reason.START_ERROR),
+    "OOMKilled": (Phase.FAILED, Reason.OOM_KILLED),
+    "Terminated": (Phase.FAILED, Reason.TERMINATED),
+}
+
+
+def _outcome_of_result(result: RunnerResult) -> Outcome:
+    phase, reason = _RESULT_REASONS.get(result.reason, (Phase.FAILED, Reason.RUNNER_ERROR))
+    message = result.message or {
+        Reason.COMPLETED: "the code exited 0",
+        Reason.NON_ZERO_EXIT: f"the code exited {result.exit_code}",
+        Reason.DEADLINE_EXCEEDED: "the code ran past timeoutSeconds and was stopped",
+        Reason.OOM_KILLED: "the code exceeded the memory limit and was killed",
+    }.get(reason, result.reason)
+    return Outcome(phase, reason, message, result.exit_code, result)
+
+
+def _outcome_of_container(terminated: Obj, custom_image: bool) -> Outcome:
+    """An ended container without a runner result: OOMKilled, custom images, a crashed runner."""
+    code = terminated.get("exitCode")
+    log_tail = terminated.get("message")
+    if terminated.get("reason") == "OOMKilled":
+        return Outcome(
+            Phase.FAILED,
+            Reason.OOM_KILLED,
+            "the container exceeded its memory limit and was killed",
+            code,
+            None,
+            log_tail,
+        )
+    if custom_image:
+        if code == 0:
+            return Outcome(
+                Phase.SUCCEEDED, Reason.COMPLETED, "the command exited 0", 0, None, log_tail
+            )
+        return Outcome(
+            Phase.FAILED, Reason.NON_ZERO_EXIT, f"the command exited {code}", code, None, log_tail
+        )
+    return Outcome(
+        Phase.FAILED,
+        Reason.RUNNER_ERROR,
+        f"the runner ended (exit {code}, {terminated.get('reason')}) without a result",
+        code,
+        None,
+        log_tail,
+    )
+
+
+def attempt_outcome(
+    job: Obj | None, pod: PodView | None, *, cancel: bool, custom_image: bool
+) -> Outcome | None:
+    """How the attempt ended, or None while it has not.
+
+    A pod that ended with a definite runner result settles the attempt at once. A runner stopped by
+    SIGTERM (Job deadline, cancellation, eviction) waits for the Job, whose condition says why.
+    """
+    terminated = pod.terminated if pod else None
+    result = parse_result(terminated.get("message")) if terminated else None
+    if result and result.reason != "Terminated":
+        return _outcome_of_result(result)
+    finished = job_finished(job)
+    if finished is None:
+        return None
+    kind, job_reason, job_message = finished
+    if kind == "Failed" and job_reason == "DeadlineExceeded":
+        return Outcome(
+            Phase.TIMED_OUT,
+            Reason.DEADLINE_EXCEEDED,
+            "the attempt ran past timeoutSeconds and was stopped",
+            result.exit_code if result else None,
+            result,
+        )
+    if cancel:
+        return Outcome(
+            Phase.CANCELLED,
+            Reason.CANCELLED,
+            "cancelled by spec.cancel",
+            result.exit_code if result else None,
+            result,
+        )
+    if result:
+        return _outcome_of_result(result)
+    if terminated:
+        return _outcome_of_container(terminated, custom_image)
+    if kind == "Complete":
+        return Outcome(Phase.SUCCEEDED, Reason.COMPLETED, "the Job completed", 0)
+    return Outcome(
+        Phase.FAILED,
+        Reason.LOST,
+        f"the Job failed ({job_reason}: {job_message}) and its pod is gone",
+    )
+
+
+def early_failure(pod: PodView, pending_for: float, grace_seconds: float) -> Outcome | None:
+    """Failures visible on a pod that has not run: they would otherwise wait for timeoutSeconds."""
+    if pod.waiting_reason in IMAGE_ERRORS:
+        return Outcome(
+            Phase.FAILED,
+            Reason.IMAGE_ERROR,
+            f"{pod.waiting_reason}: {pod.waiting_message}".rstrip(": "),
+        )
+    if pending_for < grace_seconds:
+        return None
+    if pod.waiting_reason in CONFIG_ERRORS:
+        return Outcome(Phase.FAILED, Reason.CONFIG_ERROR, pod.waiting_message or pod.waiting_reason)
+    if pod.waiting_reason in START_ERRORS:
+        return Outcome(Phase.FAILED, Reason.START_ERROR, pod.waiting_message or pod.waiting_reason)
+    if pod.unschedulable:
+        return Outcome(Phase.FAILED, Reason.UNSCHEDULABLE, pod.unschedulable)
+    return None
+
+
+def set_condition(
+    conditions: Sequence[Obj],
+    type_: ConditionType,
+    status: ConditionStatus,
+    reason: Reason,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """`conditions` with one condition set; lastTransitionTime moves only when status changes."""
+    out = [dict(c) for c in conditions]
+    old = next((c for c in out if c.get("type") == type_), None)
+    new = {
+        "type": str(type_),
+        "status": str(status),
+        "reason": str(reason),
+        "message": message,
+        "lastTransitionTime": (
+            old["lastTransitionTime"] if old and old.get("status") == status else iso(now)
+        ),
+        "observedGeneration": generation,
+    }
+    if old is None:
+        out.append(new)
+    else:
+        out[out.index(old)] = new
+    return out
+
+
+def changed(current: Obj, patch: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `patch` whose values differ from `current`."""
+    return {k: v for k, v in patch.items() if current.get(k) != v}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the phase machine needs to know about the task itself."""
+
+    generation: int | None
+    attempt: int
+    output_limit: int
+    cancel: bool
+    custom_image: bool
+    now: datetime
+
+
+def running_patch(current: Obj, pod: PodView, ctx: Context) -> dict[str, Any]:
+    """Status of an attempt whose pod exists and has not ended."""
+    running = pod.started_at is not None and pod.terminated is None
+    conditions = current.get("conditions") or []
+    if running:
+        conditions = set_condition(
+            conditions,
+            ConditionType.RUNNING,
+            ConditionStatus.TRUE,
+            Reason.STARTED,
+            f"pod {pod.name} is running",
+            ctx.now,
+            ctx.generation,
+        )
+    patch: dict[str, Any] = {
+        "phase": str(Phase.RUNNING if running else Phase.PENDING),
+        "reason": str(Reason.STARTED if running else Reason.SCHEDULED),
+        "podName": pod.name,
+        "nodeName": pod.node,
+        "conditions": conditions,
+    }
+    if running:
+        patch["startTime"] = pod.started_at
+        patch["message"] = f"running on {pod.node}"
+    else:
+        patch["message"] = pod.waiting_reason or (
+            "waiting for a node" if pod.node is None else "starting the container"
+        )
+    return changed(current, patch)
+
+
+def _tail(text: str, limit: int) -> tuple[str, bool]:
+    """The last `limit` bytes of `text` (whole characters), and whether anything was cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text, False
+    return data[len(data) - limit :].decode(errors="ignore"), True
+
+
+def final_patch(
+    current: Obj, outcome: Outcome, pod: PodView | None, ctx: Context
+) -> dict[str, Any]:
+    """Status of a task whose (last) attempt ended with `outcome`."""
+    result = outcome.result
+    stdout = result.stdout if result else (outcome.log_tail or "")
+    stderr = result.stderr if result else ""
+    stdout, cut_out = _tail(stdout, ctx.output_limit)
+    stderr, cut_err = _tail(stderr, ctx.output_limit)
+    terminated = (pod.terminated if pod else None) or {}
+    start = (
+        (result.started_at if result else None)
+        or terminated.get("startedAt")
+        or (pod.started_at if pod else None)
+    )
+    end = (result.finished_at if result else None) or terminated.get("finishedAt") or iso(ctx.now)
+    duration = result.duration_seconds if result else None
+    if duration is None and start:
+        started, ended = parse_time(start), parse_time(end)
+        duration = (ended - started).total_seconds() if started and ended else None
+    succeeded = outcome.phase is Phase.SUCCEEDED
+    conditions = current.get("conditions") or []
+    conditions = set_condition(
+        conditions,
+        ConditionType.RUNNING,
+        ConditionStatus.FALSE,
+        outcome.reason,
+        outcome.message,
+        ctx.now,
+        ctx.generation,
+    )
+    conditions = set_condition(
+        conditions,
+        ConditionType.FINISHED,
+        ConditionStatus.TRUE,
+        outcome.reason,
+        outcome.message,
+        ctx.now,
+        ctx.generation,
+    )
+    conditions = set_condition(
+        conditions,
+        ConditionType.SUCCEEDED,
+        ConditionStatus.TRUE if succeeded else ConditionStatus.FALSE,
+        outcome.reason,
+        outcome.message,
+        ctx.now,
+        ctx.generation,
+    )
+    patch: dict[str, Any] = {
+        "phase": str(outcome.phase),
+        "reason": str(outcome.reason),
+        "message": outcome.message,
+        "exitCode": outcome.exit_code,
+        "stdout": stdout,
+        "stderr": stderr,
+        "truncated": {
+            "stdout": cut_out or bool(result and result.truncated_stdout),
+            "stderr": cut_err or bool(result and result.truncated_stderr),
+        },
+        "startTime": start,
+        "completionTime": iso(ctx.now),
+        "durationSeconds": round(duration, 3) if duration is not None else None,
+        "conditions": conditions,
+        "observedGeneration": ctx.generation,
+    }
+    if pod:
+        patch["podName"] = pod.name
+        patch["nodeName"] = pod.node
+    return changed(current, patch)
+
+
+def is_final(status: Obj) -> bool:
+    """Whether the task has reached a final phase."""
+    return status.get("phase") in {str(p) for p in FINAL_PHASES}

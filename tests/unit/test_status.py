@@ -1,0 +1,326 @@
+"""The phase machine: (Job, pod, runner result) → attempt outcome and status patch."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from codetask_operator import status
+from codetask_operator.api import CodeTaskStatus, ConditionStatus, ConditionType, Phase, Reason
+
+pytestmark = pytest.mark.unit
+NOW = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+
+
+def result(reason: str = "Completed", exit_code: int | None = 0, **extra: Any) -> str:
+    body = {
+        "v": 1,
+        "reason": reason,
+        "exitCode": exit_code,
+        "message": "",
+        "stdout": "out\n",
+        "stderr": "err\n",
+        "truncated": {"stdout": False, "stderr": False},
+        "startedAt": "2026-11-23T12:00:01.000000Z",
+        "finishedAt": "2026-11-23T12:00:02.500000Z",
+        "durationSeconds": 1.5,
+    }
+    return json.dumps(body | extra)
+
+
+def pod(
+    *,
+    waiting: str | None = None,
+    running: bool = False,
+    terminated: dict[str, Any] | None = None,
+    unschedulable: bool = False,
+    node: str | None = "n1",
+) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    if waiting:
+        state["waiting"] = {"reason": waiting, "message": f"{waiting} details"}
+    if running:
+        state["running"] = {"startedAt": "2026-11-23T12:00:01Z"}
+    if terminated is not None:
+        state["terminated"] = {
+            "startedAt": "2026-11-23T12:00:01Z",
+            "finishedAt": "2026-11-23T12:00:03Z",
+        } | terminated
+    conditions = (
+        [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient memory.",
+            }
+        ]
+        if unschedulable
+        else []
+    )
+    return {
+        "metadata": {"name": "t-abc-1-xyz", "labels": {"job-name": "t-abc-1"}},
+        "spec": {"nodeName": None if unschedulable else node},
+        "status": {
+            "conditions": conditions,
+            "containerStatuses": [{"name": "runner", "state": state}] if state else [],
+        },
+    }
+
+
+def job(condition: str | None = None, reason: str = "") -> dict[str, Any]:
+    conditions = (
+        [{"type": condition, "status": "True", "reason": reason, "message": "m"}]
+        if condition
+        else []
+    )
+    return {"metadata": {"name": "t-abc-1"}, "status": {"conditions": conditions}}
+
+
+def view(p: dict[str, Any]) -> status.PodView:
+    return status.PodView.of(p)
+
+
+@pytest.mark.parametrize(
+    ("job_body", "pod_body", "cancel", "custom", "expected"),
+    [
+        # A definite runner result settles the attempt without waiting for the Job.
+        (
+            job(),
+            pod(terminated={"exitCode": 0, "message": result()}),
+            False,
+            False,
+            (Phase.SUCCEEDED, Reason.COMPLETED, 0),
+        ),
+        (
+            job(),
+            pod(terminated={"exitCode": 3, "message": result("NonZeroExit", 3)}),
+            False,
+            False,
+            (Phase.FAILED, Reason.NON_ZERO_EXIT, 3),
+        ),
+        (
+            job(),
+            pod(terminated={"exitCode": 124, "message": result("DeadlineExceeded", 124)}),
+            False,
+            False,
+            (Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED, 124),
+        ),
+        (
+            job(),
+            pod(terminated={"exitCode": 137, "message": result("OOMKilled", 137)}),
+            False,
+            False,
+            (Phase.FAILED, Reason.OOM_KILLED, 137),
+        ),
+        (
+            job(),
+            pod(terminated={"exitCode": 127, "message": result("StartError", 127)}),
+            False,
+            False,
+            (Phase.FAILED, Reason.START_ERROR, 127),
+        ),
+        # A runner stopped by SIGTERM waits for the Job to say why.
+        (
+            job(),
+            pod(terminated={"exitCode": 143, "message": result("Terminated", 143)}),
+            False,
+            False,
+            None,
+        ),
+        (
+            job("Failed", "DeadlineExceeded"),
+            pod(terminated={"exitCode": 143, "message": result("Terminated", 143)}),
+            False,
+            False,
+            (Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED, 143),
+        ),
+        (
+            job("Failed", "BackoffLimitExceeded"),
+            pod(terminated={"exitCode": 143, "message": result("Terminated", 143)}),
+            False,
+            False,
+            (Phase.FAILED, Reason.TERMINATED, 143),
+        ),
+        (
+            job("Failed", "BackoffLimitExceeded"),
+            pod(terminated={"exitCode": 143, "message": result("Terminated", 143)}),
+            True,
+            False,
+            (Phase.CANCELLED, Reason.CANCELLED, 143),
+        ),
+        # Job deadline with the pod already gone.
+        (
+            job("Failed", "DeadlineExceeded"),
+            None,
+            False,
+            False,
+            (Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED, None),
+        ),
+        # No runner result: the container's own state.
+        (
+            job("Failed", "BackoffLimitExceeded"),
+            pod(terminated={"exitCode": 137, "reason": "OOMKilled"}),
+            False,
+            False,
+            (Phase.FAILED, Reason.OOM_KILLED, 137),
+        ),
+        (
+            job("Failed", "BackoffLimitExceeded"),
+            pod(terminated={"exitCode": 1, "reason": "Error", "message": "Traceback"}),
+            False,
+            False,
+            (Phase.FAILED, Reason.RUNNER_ERROR, 1),
+        ),
+        (
+            job("Complete"),
+            pod(terminated={"exitCode": 0, "reason": "Completed"}),
+            False,
+            True,
+            (Phase.SUCCEEDED, Reason.COMPLETED, 0),
+        ),
+        (
+            job("Failed", "BackoffLimitExceeded"),
+            pod(terminated={"exitCode": 2, "reason": "Error"}),
+            False,
+            True,
+            (Phase.FAILED, Reason.NON_ZERO_EXIT, 2),
+        ),
+        (
+            job("Failed", "BackoffLimitExceeded"),
+            None,
+            False,
+            False,
+            (Phase.FAILED, Reason.LOST, None),
+        ),
+        # Not over yet.
+        (job(), pod(running=True), False, False, None),
+        (None, None, False, False, None),
+    ],
+)
+def test_attempt_outcome(
+    job_body: dict[str, Any] | None,
+    pod_body: dict[str, Any] | None,
+    cancel: bool,
+    custom: bool,
+    expected: tuple[Phase, Reason, int | None] | None,
+) -> None:
+    outcome = status.attempt_outcome(
+        job_body, view(pod_body) if pod_body else None, cancel=cancel, custom_image=custom
+    )
+    got = (outcome.phase, outcome.reason, outcome.exit_code) if outcome else None
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("pod_body", "pending_for", "expected"),
+    [
+        (pod(waiting="ErrImageNeverPull"), 0, Reason.IMAGE_ERROR),
+        (pod(waiting="ImagePullBackOff"), 0, Reason.IMAGE_ERROR),
+        (pod(waiting="CreateContainerConfigError"), 1, None),
+        (pod(waiting="CreateContainerConfigError"), 30, Reason.CONFIG_ERROR),
+        (pod(waiting="RunContainerError"), 30, Reason.START_ERROR),
+        (pod(unschedulable=True), 1, None),
+        (pod(unschedulable=True), 30, Reason.UNSCHEDULABLE),
+        (pod(waiting="ContainerCreating"), 300, None),
+    ],
+)
+def test_early_failure_waits_out_the_grace_except_for_image_errors(
+    pod_body: dict[str, Any], pending_for: float, expected: Reason | None
+) -> None:
+    outcome = status.early_failure(view(pod_body), pending_for, grace_seconds=20)
+    assert (outcome.reason if outcome else None) == expected
+
+
+def ctx(limit: int = 16384) -> status.Context:
+    return status.Context(
+        generation=1, attempt=1, output_limit=limit, cancel=False, custom_image=False, now=NOW
+    )
+
+
+def test_final_patch_carries_the_result_and_validates_against_the_api() -> None:
+    p = view(pod(terminated={"exitCode": 3, "message": result("NonZeroExit", 3)}))
+    outcome = status.attempt_outcome(job(), p, cancel=False, custom_image=False)
+    assert outcome is not None
+    patch = status.final_patch({}, outcome, p, ctx())
+    assert patch["phase"] == "Failed" and patch["exitCode"] == 3
+    assert (patch["stdout"], patch["stderr"]) == ("out\n", "err\n")
+    assert patch["durationSeconds"] == 1.5
+    assert patch["startTime"] == "2026-11-23T12:00:01.000000Z"
+    assert patch["completionTime"] == "2026-11-23T12:00:05Z"
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in patch["conditions"]}
+    assert conditions == {
+        "Running": ("False", "NonZeroExit"),
+        "Finished": ("True", "NonZeroExit"),
+        "Succeeded": ("False", "NonZeroExit"),
+    }
+    CodeTaskStatus.model_validate(patch)
+
+
+def test_final_patch_cuts_output_to_the_limit_and_says_so() -> None:
+    p = view(pod(terminated={"exitCode": 0, "message": result(stdout="x" * 100 + "END")}))
+    outcome = status.attempt_outcome(job(), p, cancel=False, custom_image=False)
+    assert outcome is not None
+    patch = status.final_patch({}, outcome, p, ctx(limit=10))
+    assert patch["stdout"] == "xxxxxxxEND"
+    assert patch["truncated"] == {"stdout": True, "stderr": False}
+
+
+def test_running_patch_reports_pod_node_and_start_then_changes_nothing_twice() -> None:
+    p = view(pod(running=True))
+    patch = status.running_patch({}, p, ctx())
+    assert (patch["phase"], patch["reason"], patch["podName"], patch["nodeName"]) == (
+        "Running",
+        "Started",
+        "t-abc-1-xyz",
+        "n1",
+    )
+    assert patch["startTime"] == "2026-11-23T12:00:01Z"
+    assert status.running_patch(patch, p, ctx()) == {}
+
+
+def test_pending_pod_is_pending_scheduled() -> None:
+    patch = status.running_patch({}, view(pod(waiting="ContainerCreating")), ctx())
+    assert (patch["phase"], patch["reason"], patch["message"]) == (
+        "Pending",
+        "Scheduled",
+        "ContainerCreating",
+    )
+
+
+def test_set_condition_moves_transition_time_only_on_status_change() -> None:
+    first = status.set_condition(
+        [], ConditionType.RUNNING, ConditionStatus.TRUE, Reason.STARTED, "a", NOW, 1
+    )
+    later = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
+    same = status.set_condition(
+        first, ConditionType.RUNNING, ConditionStatus.TRUE, Reason.STARTED, "b", later, 2
+    )
+    assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert (same[0]["message"], same[0]["observedGeneration"]) == ("b", 2)
+    flipped = status.set_condition(
+        same, ConditionType.RUNNING, ConditionStatus.FALSE, Reason.COMPLETED, "c", later, 2
+    )
+    assert flipped[0]["lastTransitionTime"] == "2026-11-23T13:00:00Z"
+    assert len(flipped) == 1
+
+
+@pytest.mark.parametrize(
+    "message",
+    [None, "", "Traceback (most recent call last)", "{not json", '{"v": 2}', "[1, 2]", '{"v": 1}'],
+)
+def test_parse_result_rejects_what_is_not_a_runner_result(message: str | None) -> None:
+    assert status.parse_result(message) is None
+
+
+@given(st.text(), st.integers(min_value=0, max_value=64))
+def test_tail_never_exceeds_the_limit_and_keeps_the_end(text: str, limit: int) -> None:
+    tail, cut = status._tail(text, limit)
+    assert len(tail.encode()) <= limit
+    assert text.endswith(tail)
+    assert cut == (len(text.encode()) > limit)
