@@ -27,6 +27,8 @@ from pathlib import Path
 SUPPORTED = {"FROM", "ARG", "ENV", "RUN", "COPY", "WORKDIR", "USER", "ENTRYPOINT", "CMD", "LABEL"}
 DEBIAN_BASES = {"debian:bookworm-slim", "debian:bookworm", "python:3.11-slim-bookworm"}
 MIRROR = "http://deb.debian.org/debian"
+HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+BUILD_CA = "/tmp/build-host-ca.crt"
 CACHE = Path(os.environ.get("CODETASK_CACHE", Path.home() / ".cache" / "codetask"))
 
 
@@ -133,7 +135,7 @@ def plan(instructions: list[Instruction], build_args: dict[str, str]) -> Plan:
         else:
             steps.append(Instruction(ins.op, _substitute(ins.args, variables)))
     if base != "scratch" and base not in DEBIAN_BASES:
-        raise ValueError(f"FROM {base!r}: only scratch or Debian bookworm bases build without Docker")
+        raise ValueError(f"FROM {base!r}: only scratch or bookworm bases build without Docker")
     if base == "scratch" and any(s.op == "RUN" for s in steps):
         raise ValueError("RUN needs a shell: not possible FROM scratch")
     return Plan(base, steps, config)
@@ -149,7 +151,9 @@ def _base_rootfs(log: io.TextIOBase) -> Path:
         root = Path(tmp) / "root"
         subprocess.run(
             ["debootstrap", "--variant=minbase", "bookworm", str(root), MIRROR],
-            check=True, stdout=log, stderr=subprocess.STDOUT,
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         subprocess.run(["rm", "-rf", str(root / "var/cache/apt/archives")], check=True)
         subprocess.run(["tar", "-C", str(root), "-cf", f"{tarball}.tmp", "."], check=True)
@@ -168,6 +172,8 @@ def _chroot_mounts(root: Path) -> Iterator[None]:
             subprocess.run(["mount", "--make-rslave", str(target)], check=True)
             mounted.append(target)
         shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+        # The build host's CA bundle (it may trust a TLS-inspecting proxy): for RUN, not shipped.
+        shutil.copy(HOST_CA, root / BUILD_CA.lstrip("/"))
         (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
         (root / "usr/sbin/policy-rc.d").chmod(0o755)
         yield
@@ -175,6 +181,7 @@ def _chroot_mounts(root: Path) -> Iterator[None]:
         for target in reversed(mounted):
             subprocess.run(["umount", "-R", "-l", str(target)], check=False)
         (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
+        (root / BUILD_CA.lstrip("/")).unlink(missing_ok=True)
 
 
 def _copy(context: Path, root: Path, args: str, workdir: str) -> None:
@@ -186,8 +193,9 @@ def _copy(context: Path, root: Path, args: str, workdir: str) -> None:
         s = context / src
         target = root / dest_path.lstrip("/")
         if s.is_dir():
-            shutil.copytree(s, target, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                s, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         else:
             if dest_path.endswith("/"):
                 target = target / s.name
@@ -213,7 +221,7 @@ def docker_config(config: ImageConfig, diff_id: str) -> dict[str, object]:
         "architecture": "amd64",
         "os": "linux",
         "config": {
-            "Env": [f"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
             + [f"{k}={v}" for k, v in config.env.items()],
             "User": config.user,
             "WorkingDir": config.workdir,
@@ -248,16 +256,33 @@ def build(dockerfile: Path, context: Path, tag: str, out: Path, build_args: dict
         if p.base != "scratch":
             subprocess.run(["tar", "-C", str(root), "-xf", str(_base_rootfs(log))], check=True)
         workdir = "/"
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "DEBIAN_FRONTEND": "noninteractive", "HOME": "/root"}
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "DEBIAN_FRONTEND": "noninteractive",
+            "HOME": "/root",
+            "PIP_CERT": BUILD_CA,
+            "SSL_CERT_FILE": BUILD_CA,
+            "REQUESTS_CA_BUNDLE": BUILD_CA,
+        }
         with _chroot_mounts(root) if p.base != "scratch" else contextlib.nullcontext():
             for step in p.steps:
                 log.write(f"--- {step.op} {step.args}\n")
                 log.flush()
                 if step.op == "RUN":
                     env.update(p.config.env)
-                    subprocess.run(["chroot", str(root), "/bin/sh", "-c", f"cd {shlex.quote(workdir)} && {step.args}"],
-                                   check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+                    subprocess.run(
+                        [
+                            "chroot",
+                            str(root),
+                            "/bin/sh",
+                            "-c",
+                            f"cd {shlex.quote(workdir)} && {step.args}",
+                        ],
+                        check=True,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    )
                 elif step.op == "COPY":
                     _copy(context, root, step.args, workdir)
                 elif step.op == "WORKDIR":
@@ -273,7 +298,10 @@ def build(dockerfile: Path, context: Path, tag: str, out: Path, build_args: dict
         manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{diff_id}/layer.tar"]}]
         with tarfile.open(f"{out}.tmp", "w") as archive:
             archive.add(layer, f"{diff_id}/layer.tar")
-            for name, data in ((config_name, config), ("manifest.json", json.dumps(manifest).encode())):
+            for name, data in (
+                (config_name, config),
+                ("manifest.json", json.dumps(manifest).encode()),
+            ):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
@@ -294,7 +322,9 @@ def main() -> int:
     digest = inputs_digest(dockerfile, a.context, build_args)
     out = a.out_dir / f"{a.tag.replace('/', '_').replace(':', '_')}-{digest}.tar"
     if not out.exists():
-        print(f"building {a.tag} from {dockerfile} (log: {out.with_suffix('.log')})", file=sys.stderr)
+        print(
+            f"building {a.tag} from {dockerfile} (log: {out.with_suffix('.log')})", file=sys.stderr
+        )
         build(dockerfile, a.context, a.tag, out, build_args)
     print(out)
     return 0
