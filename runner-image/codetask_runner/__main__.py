@@ -10,6 +10,7 @@ import os
 
 from . import log
 from .config import INTERPRETERS, PROGRESS_FILE_NAME, Config
+from .oom import oom_kills
 from .process import SignalWatch, StartError, ensure_standard_fds, run, which
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up; mypy still reads the block below
@@ -111,6 +112,7 @@ def main() -> int:
     watch = SignalWatch()
     config = Config(os.environ)
     session = _Session(config)
+    ooms_before = oom_kills()
     try:
         argv = command(config, os.environ.get("PATH", os.defpath))
         session.prepare()
@@ -134,7 +136,11 @@ def main() -> int:
     else:
         from .result import from_finished
 
-        outcome = from_finished(finished, timeout=config.timeout, grace=config.grace)
+        ooms_after = oom_kills()
+        oom_killed = ooms_before is not None and ooms_after is not None and ooms_after > ooms_before
+        outcome = from_finished(
+            finished, timeout=config.timeout, grace=config.grace, oom_killed=oom_killed
+        )
     from .result import encode_fitted
 
     try:

@@ -26,6 +26,7 @@ NON_ZERO_EXIT = "NonZeroExit"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 TERMINATED = "Terminated"
 START_ERROR = "StartError"
+OOM_KILLED = "OOMKilled"
 
 
 class Outcome:
@@ -71,8 +72,13 @@ class Outcome:
         return self.reason == COMPLETED
 
 
-def from_finished(finished: Finished, *, timeout: float | None, grace: float) -> Outcome:
-    """Name how the code ended: reason, exit code and a message for humans."""
+def from_finished(
+    finished: Finished, *, timeout: float | None, grace: float, oom_killed: bool = False
+) -> Outcome:
+    """Name how the code ended: reason, exit code and a message for humans.
+
+    `oom_killed`: the container's OOM-kill counter rose while the code ran.
+    """
     sig = finished.signal
     killed = f", SIGKILL after the {grace:g}s grace" if finished.killed else ""
     if finished.stopped == "deadline":
@@ -86,6 +92,9 @@ def from_finished(finished: Finished, *, timeout: float | None, grace: float) ->
         reason, code = TERMINATED, EXIT_TERMINATED
         name = _signal_name(finished.stop_signal or 15)
         message = f"the runner received {name} and stopped the code{killed}"
+    elif sig == signals.SIGKILL and oom_killed:
+        reason, code = OOM_KILLED, 128 + sig
+        message = "the code exceeded the memory limit and was killed by the kernel's OOM killer"
     elif sig is not None:
         reason, code = NON_ZERO_EXIT, 128 + sig
         message = f"killed by signal {sig} ({_signal_name(sig)})"

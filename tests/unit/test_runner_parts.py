@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codetask_runner import result
+from codetask_runner import oom, result
 from codetask_runner.capture import Tail, decode_tail
 from codetask_runner.config import Config, deadline_margin
 from codetask_runner.process import Finished
@@ -134,6 +134,9 @@ def _finished(**state: object) -> Finished:
         ({"exit_status": 0}, "Completed", 0, None),
         ({"exit_status": 3}, "NonZeroExit", 3, None),
         ({"signal": 9}, "NonZeroExit", 137, 9),
+        ({"signal": 9, "oom": True}, "OOMKilled", 137, 9),
+        ({"signal": 15, "oom": True}, "NonZeroExit", 143, 15),
+        ({"exit_status": 1, "oom": True}, "NonZeroExit", 1, None),
         ({"signal": 15, "stopped": "deadline"}, "DeadlineExceeded", 124, 15),
         ({"exit_status": 0, "stopped": "deadline"}, "DeadlineExceeded", 124, None),
         ({"signal": 15, "stopped": "terminated", "stop_signal": 15}, "Terminated", 143, 15),
@@ -143,7 +146,8 @@ def _finished(**state: object) -> Finished:
 def test_how_the_code_ended_names_reason_exit_code_and_signal(
     state: dict[str, object], reason: str, exit_code: int, signal: int | None
 ) -> None:
-    outcome = result.from_finished(_finished(**state), timeout=10, grace=5)
+    oom_killed = bool(state.pop("oom", False))
+    outcome = result.from_finished(_finished(**state), timeout=10, grace=5, oom_killed=oom_killed)
 
     assert (outcome.reason, outcome.exit_code, outcome.signal) == (reason, exit_code, signal)
 
@@ -289,3 +293,20 @@ def test_config_names_each_invalid_variable(key: str, value: str) -> None:
     env = {"CODETASK_LANGUAGE": "python", "CODETASK_CODE_FILE": "/c", key: value}
 
     assert any(error.startswith(key) for error in Config(env).errors)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n", 2),
+        ("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", 7),
+        ("low 0\n", None),
+        ("oom_kill lots\n", None),
+    ],
+)
+def test_oom_kills_reads_the_cgroup_counter(
+    tmp_path: Path, content: str, expected: int | None
+) -> None:
+    counter = tmp_path / "memory.events"
+    counter.write_text(content)
+    assert oom.oom_kills((str(tmp_path / "missing"), str(counter))) == expected
