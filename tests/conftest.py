@@ -20,6 +20,8 @@ if K8S_BIN.is_dir():
     # The kubectl built with the local cluster matches its API server; the machine's may not.
     os.environ["PATH"] = f"{K8S_BIN}{os.pathsep}{os.environ['PATH']}"
 CLUSTER_TIERS = ("integration", "e2e")
+SESSION = f"t{uuid.uuid4().hex[:6]}"
+"""Prefix of this session's namespaces: its operator serves only those (`SESSION-*`)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,7 +56,7 @@ def namespace(api_client: object) -> Iterator[str]:
     from kubernetes import client
 
     core = client.CoreV1Api(api_client)
-    name = f"t-{uuid.uuid4().hex[:10]}"
+    name = f"{SESSION}-{uuid.uuid4().hex[:8]}"
     core.create_namespace(
         client.V1Namespace(
             metadata=client.V1ObjectMeta(name=name, labels={"codetask.dev/test": "true"})

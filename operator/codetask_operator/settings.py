@@ -13,7 +13,7 @@ from codetask_operator.api import describe_error
 
 ENV_PREFIX = "CODETASK_"
 _SECRET_FIELDS = frozenset({"redis_url"})
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*?]([-a-z0-9*?]{0,61}[a-z0-9*?])?$")
 
 # Lists come as JSON (`["a","b"]`) or comma-separated (`a,b`).
 StrList = Annotated[list[str], NoDecode]
@@ -62,7 +62,10 @@ class Settings(BaseSettings):
 
     max_running: int = Field(0, ge=0, description="Running tasks in the cluster; 0 = unlimited.")
     max_running_per_namespace: int = Field(0, ge=0, description="Per namespace; 0 = unlimited.")
-    namespaces: StrList = Field(default_factory=list, description="Watched; empty = all.")
+    namespaces: StrList = Field(
+        default_factory=list,
+        description="Watched namespaces, names or globs like team-*; empty = all.",
+    )
 
     log_format: Literal["json", "plain", "full"] = "json"
     metrics_port: int = Field(8000, ge=1, le=65535)
@@ -88,9 +91,9 @@ class Settings(BaseSettings):
     @field_validator("namespaces")
     @classmethod
     def _namespaces(cls, value: list[str]) -> list[str]:
-        bad = [ns for ns in value if not _DNS_LABEL.match(ns)]
+        bad = [ns for ns in value if not _NAMESPACE_PATTERN.match(ns)]
         if bad:
-            raise ValueError(f"not namespace names: {', '.join(bad)}")
+            raise ValueError(f"not namespace names or glob patterns: {', '.join(bad)}")
         return value
 
     @field_validator(
