@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cluster.sh up|down|images: the project's cluster, whatever back end this machine allows.
+# cluster.sh up|down|status|images: the project's cluster, whatever back end this machine allows.
 #   up     KUBECONFIG reachable → use it; Docker + kind (with its node image) → kind; else the local
 #          cluster from Debian packages. Writes .cluster/kubeconfig and .cluster/backend.
 #   down   stops what `up` made (nothing for an external cluster).
@@ -52,9 +52,16 @@ images() {
   fi
 }
 
+# Exit 0 when a cluster is up: the one .cluster/kubeconfig names, or this machine's local one.
+status() {
+  if [[ -f $CLUSTER_DIR/kubeconfig ]] && reachable "$CLUSTER_DIR/kubeconfig"; then return 0; fi
+  [[ -f $ADMIN_KUBECONFIG ]] && pid_alive kube-apiserver && reachable "$ADMIN_KUBECONFIG"
+}
+
 case $cmd in
+  status) status ;;
   up) up ;;
   down) down ;;
   images) images ;;
-  *) echo "usage: $0 up|down|images" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|images" >&2; exit 2 ;;
 esac
