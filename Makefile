@@ -30,8 +30,10 @@ cluster-down: ## Stop what `make cluster` started
 images: cluster ## Build the runner and operator images and load them into the cluster
 	hack/cluster/cluster.sh images
 
-crds: venv ## Regenerate crds/ from the pydantic models
+crds: venv ## Regenerate crds/, the chart's copy and docs/reference.md from the pydantic models
 	$(PY) -m codetask_operator.crd --write crds/
+	cp crds/codetask.dev_codetasks.yaml charts/codetask-operator/crds/
+	$(PY) -m codetask_operator.reference > docs/reference.md
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check .

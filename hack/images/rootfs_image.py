@@ -185,8 +185,7 @@ def _chroot_mounts(root: Path) -> Iterator[None]:
 
 
 def _copy(context: Path, root: Path, args: str, workdir: str) -> None:
-    parts = shlex.split(args)
-    parts = [p for p in parts if not p.startswith("--")]
+    parts = [p for p in shlex.split(args) if not p.startswith("--")]
     *sources, dest = parts
     dest_path = dest if dest.startswith("/") else f"{workdir.rstrip('/')}/{dest}"
     for src in sources:
@@ -233,15 +232,28 @@ def docker_config(config: ImageConfig, diff_id: str) -> dict[str, object]:
     }
 
 
+def copy_sources(steps: list[Instruction]) -> list[str]:
+    """The context paths that COPY steps read."""
+    sources: list[str] = []
+    for step in steps:
+        if step.op == "COPY":
+            parts = [p for p in shlex.split(step.args) if not p.startswith("--")]
+            sources += parts[:-1]
+    return sources
+
+
 def inputs_digest(dockerfile: Path, context: Path, build_args: dict[str, str]) -> str:
-    """A digest of everything the image is made from, to reuse a cached archive."""
+    """A digest of what the image is made from (Dockerfile, args, COPY sources, this builder)."""
     h = hashlib.sha256(dockerfile.read_bytes())
     h.update(json.dumps(build_args, sort_keys=True).encode())
     h.update(Path(__file__).read_bytes())
-    for path in sorted(context.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            h.update(str(path.relative_to(context)).encode())
-            h.update(path.read_bytes())
+    for source in copy_sources(plan(parse(dockerfile.read_text()), build_args).steps):
+        root = context / source
+        files = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for path in files:
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                h.update(str(path.relative_to(context)).encode())
+                h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
