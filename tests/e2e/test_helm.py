@@ -67,7 +67,7 @@ def release(crd: None, api_client: client.ApiClient) -> Iterator[str]:
         kubectl("delete", "namespace", ns, "--wait=false")
 
 
-def test_chart_lints_clean_and_renders_objects_the_api_server_accepts() -> None:
+def test_chart_lints_clean_and_renders_objects_the_api_server_accepts(kubeconfig: str) -> None:
     lint = helm("lint", "--strict", str(REPO / "charts/codetask-operator"))
     assert lint.returncode == 0, lint.stdout + lint.stderr
     rendered = helm(
