@@ -439,6 +439,9 @@ class CodeTaskStatus(_Model):
         max_length=MAX_RETRIES + 1,
         description="Finished attempts, oldest first.",
     )
+    next_attempt_time: datetime | None = Field(
+        None, description="When the next attempt starts (phase Pending, reason Retrying)."
+    )
     queue_position: int | None = Field(
         None, ge=1, description="1-based place among Queued tasks; unset when not Queued."
     )

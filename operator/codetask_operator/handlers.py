@@ -57,7 +57,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     client = await connect()
     _runtime["client"] = client
-    _runtime["reconciler"] = Reconciler(Kube(client), config, _post_event)
+    _runtime["reconciler"] = Reconciler(Kube(client), config, _post_event, registry)
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
 
 
@@ -84,8 +84,10 @@ async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
     state.generation = meta.get("generation")
     state.created = meta.get("creationTimestamp")
     state.spec = dict(body.get("spec") or {})
-    if not state.final:
+    if not state.status_known:
+        # After the first sight the operator's own writes are the truth: an event may be older.
         state.status = dict(body.get("status") or {})
+        state.status_known = True
     await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
 
 
@@ -139,6 +141,8 @@ async def _sweep(interval: float) -> None:
         for state in list(registry.tasks.values()):
             if state.spec is None or state.final or state.deleted:
                 continue
+            if state.status.get("phase") == api.Phase.QUEUED:
+                continue
             job_name = state.status.get("jobName")
             if job_name and job_name not in state.jobs:
                 state.job_missing_since = state.job_missing_since or now
@@ -147,3 +151,4 @@ async def _sweep(interval: float) -> None:
                 continue
             state.job_missing_since = None
             await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
+        await guarded("admission", _reconciler().admit_waiting())

@@ -19,6 +19,7 @@ DURATION = Histogram(
     ["phase"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
+RETRIES = Counter("codetask_retries", "Attempts that failed and were retried.")
 RECONCILE_ERRORS = Counter("codetask_reconcile_errors", "Reconciliations that raised.")
 API_WRITES = Counter("codetask_api_writes", "API writes the operator made.", ["verb", "resource"])
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from codetask_operator import admission, api, jobs, metrics, status
+from codetask_operator import admission, api, jobs, lifecycle, metrics, status
 from codetask_operator.kube import Kube, NotOurs
 from codetask_operator.settings import Settings
 from codetask_operator.status import PodView
@@ -47,6 +48,8 @@ class TaskState:
     final: bool = False
     pending_since: float | None = None
     job_missing_since: float | None = None
+    position_written_at: float = 0.0
+    status_known: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def body(self) -> dict[str, Any]:
@@ -96,29 +99,81 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Reconciler:
-    """Decides and acts for one task at a time (a lock per task)."""
+HISTORY_KEEP = api.MAX_RETRIES + 1
+POSITION_REFRESH_SECONDS = 10.0
+"""A queued task's position in status is refreshed at most this often (bounded API writes)."""
+ATTEMPT_FIELDS = (
+    "exitCode",
+    "stdout",
+    "stderr",
+    "truncated",
+    "durationSeconds",
+    "startTime",
+    "completionTime",
+    "podName",
+    "nodeName",
+    "nextAttemptTime",
+    "queuePosition",
+    "lastHeartbeatTime",
+    "progress",
+)
+"""Status fields of one attempt: cleared when the next attempt starts."""
 
-    def __init__(self, kube: Kube, settings: Settings, post_event: EventPoster) -> None:
+
+class Reconciler:
+    """Decides and acts for one task at a time (a lock per task, one more for admission)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        post_event: EventPoster,
+        registry: Registry,
+        rng: random.Random | None = None,
+    ) -> None:
         self.kube = kube
         self.settings = settings
         self.post_event = post_event
+        self.registry = registry
+        self.rng = rng or random.Random()
+        self.admission_lock = asyncio.Lock()
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.background: set[asyncio.Task[None]] = set()
+
+    def spawn(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run `coro` in the background (guarded), keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(guarded(what, coro))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def reconcile(self, state: TaskState) -> None:
         """Bring the task's Job and status in line with what was last observed."""
         async with state.lock:
-            if state.spec is None or state.deleted or state.final:
-                return
-            if status.is_final(state.status):
-                state.final = True
+            if state.spec is None or state.deleted:
                 return
             try:
-                await self._reconcile(state)
+                if state.final or status.is_final(state.status):
+                    state.final = True
+                    await self._expire_if_due(state)
+                else:
+                    await self._reconcile(state)
             except ApiException as exc:
                 if exc.status == 404:
                     state.deleted = True
                     return
                 raise
+
+    def wake_at(self, state: TaskState, when: datetime) -> None:
+        """Reconcile `state` again at `when` (one timer per task; the sweeper is the backstop)."""
+        if (old := self.timers.pop(state.uid, None)) is not None:
+            old.cancel()
+        delay = max(0.0, (when - _now()).total_seconds())
+
+        def fire() -> None:
+            self.timers.pop(state.uid, None)
+            self.spawn(state.name, self.reconcile(state))
+
+        self.timers[state.uid] = asyncio.get_running_loop().call_later(delay, fire)
 
     async def _reconcile(self, state: TaskState) -> None:
         assert state.spec is not None
@@ -131,24 +186,25 @@ class Reconciler:
             ]
             await self._invalid(state, "; ".join(errors))
             return
-        if not state.status.get("jobName"):
-            await self._start(state, spec, attempt=1)
-            return
-        job_name = state.status["jobName"]
+        job_name = state.status.get("jobName")
+        job = state.jobs.get(job_name) if job_name else None
         if spec.cancel:
-            await self.kube.delete_job(state.namespace, job_name)
-            await self._finish(
-                state,
-                spec,
-                status.Outcome(
-                    api.Phase.CANCELLED, api.Reason.CANCELLED, "cancelled by spec.cancel"
-                ),
-                state.pod_view(),
+            if job_name and status.job_finished(job) is None:
+                await self.kube.delete_job(state.namespace, job_name)
+            cancelled = status.Outcome(
+                api.Phase.CANCELLED, api.Reason.CANCELLED, "cancelled by spec.cancel"
             )
+            await self._finish(state, spec, cancelled, state.pod_view() if job_name else None)
             return
-        job = state.jobs.get(job_name)
+        if not job_name or state.status.get("reason") == api.Reason.RETRYING:
+            due = status.parse_time(state.status.get("nextAttemptTime"))
+            if due is not None and due > _now():
+                self.wake_at(state, due)
+                return
+            await self._admit_or_queue(state, spec)
+            return
         pod = state.pod_view()
-        outcome = status.attempt_outcome(
+        outcome: status.Outcome | None = status.attempt_outcome(
             job, pod, cancel=False, custom_image=spec.command is not None
         )
         if outcome is None and pod is not None and pod.terminated is None:
@@ -164,15 +220,12 @@ class Reconciler:
             else:
                 state.pending_since = None
         if outcome is not None:
-            await self._finish(state, spec, outcome, pod)
+            await self._attempt_ended(state, spec, outcome, pod)
         elif pod is not None:
             ctx = self._context(state, spec)
             before = state.status.get("phase")
             await self._write(state, status.running_patch(state.status, pod, ctx))
-            if (
-                before != state.status.get("phase")
-                and state.status.get("phase") == api.Phase.RUNNING
-            ):
+            if before != state.status.get("phase") == api.Phase.RUNNING:
                 self.post_event(state, "Normal", "Started", f"pod {pod.name} running on {pod.node}")
 
     async def lost(self, state: TaskState, message: str) -> None:
@@ -180,15 +233,110 @@ class Reconciler:
         async with state.lock:
             if state.spec is None or state.final or state.deleted or status.is_final(state.status):
                 return
+            if state.status.get("reason") == api.Reason.RETRYING:
+                return
             spec = api.CodeTaskSpec.model_validate(state.spec)
             if job_name := state.status.get("jobName"):
                 await self.kube.delete_job(state.namespace, job_name)
-            await self._finish(
-                state,
-                spec,
-                status.Outcome(api.Phase.FAILED, api.Reason.LOST, message),
-                state.pod_view(),
+            outcome = status.Outcome(api.Phase.FAILED, api.Reason.LOST, message)
+            await self._attempt_ended(state, spec, outcome, state.pod_view())
+
+    async def admit_waiting(self) -> None:
+        """Start the queued tasks that fit now; refresh the positions of the others."""
+        if not self._limited():
+            return
+        async with self.admission_lock:
+            decision = self._decide()
+        for uid in decision.admit:
+            state = self.registry.tasks[uid]
+            self.spawn(state.name, self.reconcile(state))
+        now = time.monotonic()
+        for uid, position in decision.positions.items():
+            state = self.registry.tasks[uid]
+            stale = now - state.position_written_at >= POSITION_REFRESH_SECONDS
+            if stale and state.status.get("queuePosition") != position:
+                self.spawn(state.name, self._requeue(state, position))
+
+    def _limited(self) -> bool:
+        return bool(self.settings.max_running or self.settings.max_running_per_namespace)
+
+    def _decide(self) -> lifecycle.Admission:
+        now = _now()
+        candidates = []
+        for t in self.registry.tasks.values():
+            if t.spec is None or t.final or t.deleted or t.spec.get("cancel"):
+                continue
+            retrying = t.status.get("reason") == api.Reason.RETRYING
+            due = status.parse_time(t.status.get("nextAttemptTime"))
+            if retrying and due is not None and due > now:
+                continue
+            candidates.append(
+                lifecycle.Candidate(
+                    uid=t.uid,
+                    namespace=t.namespace,
+                    priority=int(t.spec.get("priority") or 0),
+                    created=t.created or "",
+                    running=bool(t.status.get("jobName")) and not retrying,
+                )
             )
+        return lifecycle.admit(
+            candidates, self.settings.max_running, self.settings.max_running_per_namespace
+        )
+
+    async def _admit_or_queue(self, state: TaskState, spec: api.CodeTaskSpec) -> None:
+        attempt = int(state.status.get("attempts") or 0) + 1
+        if not self._limited():
+            await self._start(state, spec, attempt)
+            return
+        async with self.admission_lock:
+            decision = self._decide()
+            if state.uid in decision.admit:
+                await self._start(state, spec, attempt)
+                return
+        await self._queue(state, decision.positions.get(state.uid))
+
+    async def _requeue(self, state: TaskState, position: int) -> None:
+        async with state.lock:
+            if state.status.get("phase") == api.Phase.QUEUED and not state.final:
+                await self._queue(state, position)
+
+    async def _queue(self, state: TaskState, position: int | None) -> None:
+        limits = (
+            f"{self.settings.max_running} running tasks in the cluster"
+            if self.settings.max_running
+            else ""
+        )
+        if self.settings.max_running_per_namespace:
+            per_ns = f"{self.settings.max_running_per_namespace} per namespace"
+            limits = f"{limits}, {per_ns}" if limits else per_ns
+        message = f"waiting for a slot (limit: {limits}); position {position}"
+        conditions = status.set_condition(
+            state.status.get("conditions") or [],
+            api.ConditionType.ADMITTED,
+            api.ConditionStatus.FALSE,
+            api.Reason.QUEUED,
+            message,
+            _now(),
+            state.generation,
+        )
+        before = state.status.get("phase")
+        await self._write(
+            state,
+            status.changed(
+                state.status,
+                {
+                    "phase": str(api.Phase.QUEUED),
+                    "reason": str(api.Reason.QUEUED),
+                    "message": message,
+                    "queuePosition": position,
+                    "conditions": conditions,
+                    "observedGeneration": state.generation,
+                },
+            ),
+        )
+        state.position_written_at = time.monotonic()
+        if before != api.Phase.QUEUED:
+            self.post_event(state, "Normal", "Queued", message)
 
     def _context(self, state: TaskState, spec: api.CodeTaskSpec) -> status.Context:
         return status.Context(
@@ -205,6 +353,7 @@ class Reconciler:
             return
         body = await self.kube.patch_status(state.namespace, state.name, patch)
         state.status = body.get("status") or {}
+        state.status_known = True
         log.info(
             "status %s",
             state.status.get("phase"),
@@ -233,7 +382,6 @@ class Reconciler:
         )
         try:
             name = await self.kube.create_job(state.namespace, manifest, state.uid)
-            metrics.JOBS_CREATED.inc()
         except NotOurs as exc:
             await self._invalid(state, str(exc))
             return
@@ -244,29 +392,84 @@ class Reconciler:
                 )
                 return
             raise
-        now = _now()
+        metrics.JOBS_CREATED.inc()
         conditions = status.set_condition(
             state.status.get("conditions") or [],
             api.ConditionType.ADMITTED,
             api.ConditionStatus.TRUE,
             api.Reason.SCHEDULED,
             f"Job {name} created",
-            now,
+            _now(),
             state.generation,
         )
-        await self._write(
-            state,
+        patch: dict[str, Any] = dict.fromkeys(
+            (f for f in ATTEMPT_FIELDS if state.status.get(f) is not None), None
+        )
+        patch.update(
             {
                 "phase": str(api.Phase.PENDING),
                 "reason": str(api.Reason.SCHEDULED),
-                "message": f"Job {name} created",
+                "message": f"Job {name} created (attempt {attempt})",
                 "attempts": attempt,
                 "jobName": name,
                 "conditions": conditions,
                 "observedGeneration": state.generation,
-            },
+            }
         )
+        state.pending_since = None
+        await self._write(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
+
+    async def _attempt_ended(
+        self,
+        state: TaskState,
+        spec: api.CodeTaskSpec,
+        outcome: status.Outcome,
+        pod: status.PodView | None,
+    ) -> None:
+        attempts = int(state.status.get("attempts") or 1)
+        delay = None
+        if outcome.phase not in (api.Phase.SUCCEEDED, api.Phase.CANCELLED):
+            delay = lifecycle.retry_delay(spec, attempts, outcome.reason, self.rng)
+        if delay is None:
+            await self._finish(state, spec, outcome, pod)
+            return
+        ctx = self._context(state, spec)
+        ended = status.final_patch(state.status, outcome, pod, ctx)
+        record = lifecycle.history_record(
+            {**state.status, **ended}, outcome.reason, outcome.message
+        )
+        next_at = ctx.now + timedelta(seconds=delay)
+        message = (
+            f"attempt {attempts} ended {outcome.reason}: {outcome.message}; "
+            f"attempt {attempts + 1} of {spec.retries + 1} at {status.iso(next_at)}"
+        )
+        patch = {key: ended[key] for key in ended if key in ATTEMPT_FIELDS}
+        patch.update(
+            {
+                "phase": str(api.Phase.PENDING),
+                "reason": str(api.Reason.RETRYING),
+                "message": message,
+                "nextAttemptTime": status.iso(next_at),
+                "history": lifecycle.bounded(
+                    state.status.get("history") or [], record, HISTORY_KEEP
+                ),
+                "conditions": status.set_condition(
+                    state.status.get("conditions") or [],
+                    api.ConditionType.RUNNING,
+                    api.ConditionStatus.FALSE,
+                    api.Reason.RETRYING,
+                    message,
+                    ctx.now,
+                    state.generation,
+                ),
+            }
+        )
+        await self._write(state, patch)
+        metrics.RETRIES.inc()
+        self.post_event(state, "Warning", str(api.Reason.RETRYING), message)
+        self.wake_at(state, next_at)
+        await self.admit_waiting()
 
     async def _finish(
         self,
@@ -275,14 +478,44 @@ class Reconciler:
         outcome: status.Outcome,
         pod: status.PodView | None,
     ) -> None:
-        await self._write(
-            state, status.final_patch(state.status, outcome, pod, self._context(state, spec))
-        )
+        ctx = self._context(state, spec)
+        patch = status.final_patch(state.status, outcome, pod, ctx)
+        if state.status.get("nextAttemptTime") or state.status.get("queuePosition"):
+            patch.update(nextAttemptTime=None, queuePosition=None)
+        await self._write(state, patch)
         state.final = True
+        metrics.FINISHED.labels(str(outcome.phase), str(outcome.reason)).inc()
+        if (duration := state.status.get("durationSeconds")) is not None:
+            metrics.DURATION.labels(str(outcome.phase)).observe(duration)
         kind = (
             "Normal" if outcome.phase in (api.Phase.SUCCEEDED, api.Phase.CANCELLED) else "Warning"
         )
         self.post_event(state, kind, str(outcome.reason), f"{outcome.phase}: {outcome.message}")
+        await self._expire_if_due(state)
+        await self.admit_waiting()
+
+    async def _expire_if_due(self, state: TaskState) -> None:
+        """Delete a finished task whose TTL has passed; otherwise wake up when it does."""
+        spec = state.spec or {}
+        ttl = spec.get("ttlSecondsAfterFinished")
+        if ttl is None:
+            ttl = self.settings.default_ttl_seconds_after_finished
+        at = lifecycle.expires_at(status.parse_time(state.status.get("completionTime")), ttl)
+        if at is None:
+            return
+        if at > _now():
+            self.wake_at(state, at)
+            return
+        await self.kube.delete_task(state.namespace, state.name, state.uid)
+        state.deleted = True
+        log.info(
+            "deleted after ttlSecondsAfterFinished",
+            extra={
+                "namespace": state.namespace,
+                "task": state.name,
+                "phase": state.status.get("phase"),
+            },
+        )
 
 
 async def guarded(what: str, coro: Awaitable[None]) -> None:

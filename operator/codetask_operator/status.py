@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from codetask_operator.api import FINAL_PHASES, ConditionStatus, ConditionType, Phase, Reason
@@ -31,8 +31,8 @@ START_ERRORS: Final = frozenset({"CreateContainerError", "RunContainerError"})
 
 
 def iso(t: datetime) -> str:
-    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC with milliseconds and a Z (ordering of admissions needs sub-seconds)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -330,10 +330,6 @@ def running_patch(current: Obj, pod: PodView, ctx: Context) -> dict[str, Any]:
     if running:
         patch["startTime"] = pod.started_at
         patch["message"] = f"running on {pod.node}"
-    else:
-        patch["message"] = pod.waiting_reason or (
-            "waiting for a node" if pod.node is None else "starting the container"
-        )
     return changed(current, patch)
 
 
@@ -406,7 +402,7 @@ def final_patch(
             "stderr": cut_err or bool(result and result.truncated_stderr),
         },
         "startTime": start,
-        "completionTime": iso(ctx.now),
+        "completionTime": end,
         "durationSeconds": round(duration, 3) if duration is not None else None,
         "conditions": conditions,
         "observedGeneration": ctx.generation,

@@ -66,7 +66,7 @@ def test_endless_loop_times_out_within_two_seconds_of_its_timeout(
     status = wait_for(api_client, namespace, "t")["status"]
     assert (status["phase"], status["reason"]) == ("TimedOut", "DeadlineExceeded"), status
     assert time.monotonic() - started <= 3 + 2, running
-    assert status["durationSeconds"] <= 3
+    assert status["durationSeconds"] <= 3 + 2
 
 
 def test_memory_hog_is_reported_oomkilled(api_client: client.ApiClient, namespace: str) -> None:

@@ -252,7 +252,7 @@ def test_final_patch_carries_the_result_and_validates_against_the_api() -> None:
     assert (patch["stdout"], patch["stderr"]) == ("out\n", "err\n")
     assert patch["durationSeconds"] == 1.5
     assert patch["startTime"] == "2026-11-23T12:00:01.000000Z"
-    assert patch["completionTime"] == "2026-11-23T12:00:05Z"
+    assert patch["completionTime"] == "2026-11-23T12:00:02.500000Z"
     conditions = {c["type"]: (c["status"], c["reason"]) for c in patch["conditions"]}
     assert conditions == {
         "Running": ("False", "NonZeroExit"),
@@ -284,13 +284,12 @@ def test_running_patch_reports_pod_node_and_start_then_changes_nothing_twice() -
     assert status.running_patch(patch, p, ctx()) == {}
 
 
-def test_pending_pod_is_pending_scheduled() -> None:
-    patch = status.running_patch({}, view(pod(waiting="ContainerCreating")), ctx())
-    assert (patch["phase"], patch["reason"], patch["message"]) == (
-        "Pending",
-        "Scheduled",
-        "ContainerCreating",
-    )
+def test_pending_pod_records_pod_and_node_without_rewriting_the_message_per_event() -> None:
+    created = {"phase": "Pending", "reason": "Scheduled", "message": "Job t-abc-1 created"}
+    patch = status.running_patch(created, view(pod(waiting="ContainerCreating")), ctx())
+    assert patch == {"podName": "t-abc-1-xyz", "nodeName": "n1", "conditions": []}
+    later = {**created, **patch}
+    assert status.running_patch(later, view(pod(waiting="PodInitializing")), ctx()) == {}
 
 
 def test_set_condition_moves_transition_time_only_on_status_change() -> None:
@@ -306,7 +305,7 @@ def test_set_condition_moves_transition_time_only_on_status_change() -> None:
     flipped = status.set_condition(
         same, ConditionType.RUNNING, ConditionStatus.FALSE, Reason.COMPLETED, "c", later, 2
     )
-    assert flipped[0]["lastTransitionTime"] == "2026-11-23T13:00:00Z"
+    assert flipped[0]["lastTransitionTime"] == "2026-11-23T13:00:00.000Z"
     assert len(flipped) == 1
 
 
