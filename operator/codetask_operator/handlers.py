@@ -16,6 +16,7 @@ import kopf
 
 from codetask_operator import api, jobs, metrics
 from codetask_operator import settings as settings_mod
+from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect
 from codetask_operator.reconcile import Reconciler, Registry, TaskState, guarded
 from codetask_operator.status import job_finished
@@ -57,7 +58,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     client = await connect()
     _runtime["client"] = client
-    _runtime["reconciler"] = Reconciler(Kube(client), config, _post_event, registry)
+    beats = Heartbeats(config.redis_url) if config.redis_url else None
+    _runtime["heartbeats"] = beats
+    _runtime["reconciler"] = Reconciler(
+        Kube(client), config, _post_event, registry, heartbeats=beats
+    )
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
 
 
@@ -70,6 +75,9 @@ async def cleanup(**_: Any) -> None:
     client = _runtime.pop("client", None)
     if client:
         await client.close()
+    beats = _runtime.pop("heartbeats", None)
+    if beats:
+        await beats.close()
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="codetask")
@@ -152,3 +160,4 @@ async def _sweep(interval: float) -> None:
             state.job_missing_since = None
             await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
         await guarded("admission", _reconciler().admit_waiting())
+        await guarded("heartbeats", _reconciler().check_heartbeats())

@@ -9,6 +9,7 @@ Job owned by the task is adopted, and status is only patched where it differs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -21,6 +22,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from codetask_operator import admission, api, jobs, lifecycle, metrics, status
+from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, NotOurs
 from codetask_operator.settings import Settings
 from codetask_operator.status import PodView
@@ -49,6 +51,8 @@ class TaskState:
     pending_since: float | None = None
     job_missing_since: float | None = None
     position_written_at: float = 0.0
+    heartbeat_seen: bool = False
+    heartbeat_written_at: float = 0.0
     status_known: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -130,8 +134,10 @@ class Reconciler:
         post_event: EventPoster,
         registry: Registry,
         rng: random.Random | None = None,
+        heartbeats: Heartbeats | None = None,
     ) -> None:
         self.kube = kube
+        self.heartbeats = heartbeats
         self.settings = settings
         self.post_event = post_event
         self.registry = registry
@@ -256,6 +262,56 @@ class Reconciler:
             stale = now - state.position_written_at >= POSITION_REFRESH_SECONDS
             if stale and state.status.get("queuePosition") != position:
                 self.spawn(state.name, self._requeue(state, position))
+
+    async def check_heartbeats(self) -> None:
+        """Heartbeats and progress of running tasks from Redis; a silent runner is Lost."""
+        if self.heartbeats is None:
+            return
+        running = [
+            t
+            for t in self.registry.tasks.values()
+            if t.spec
+            and not t.final
+            and not t.deleted
+            and t.status.get("phase") == api.Phase.RUNNING
+        ]
+        beats = await self.heartbeats.read([(t.namespace, t.name) for t in running])
+        if beats is None:
+            return
+        ttl = self.settings.heartbeat_ttl_seconds
+        for state in running:
+            beat = beats[(state.namespace, state.name)]
+            if beat.heartbeat is None:
+                if state.heartbeat_seen:
+                    self.spawn(state.name, self.lost(state, f"no heartbeat for {ttl}s"))
+                continue
+            state.heartbeat_seen = True
+            patch: dict[str, Any] = {}
+            if beat.progress is not None and beat.progress != state.status.get("progress"):
+                patch["progress"] = beat.progress
+            if patch or time.monotonic() - state.heartbeat_written_at >= ttl:
+                patch["lastHeartbeatTime"] = beat.heartbeat
+            if patch:
+                self.spawn(state.name, self._beat(state, patch))
+
+    async def _beat(self, state: TaskState, patch: dict[str, Any]) -> None:
+        async with state.lock:
+            if state.final or state.status.get("phase") != api.Phase.RUNNING:
+                return
+            await self._write(state, status.changed(state.status, patch))
+            state.heartbeat_written_at = time.monotonic()
+
+    async def _full_result(self, state: TaskState, outcome: status.Outcome) -> status.Outcome:
+        """The outcome with the runner's full tails from Redis, when the 4 KiB message cut them."""
+        result = outcome.result
+        if self.heartbeats is None or result is None:
+            return outcome
+        if not (result.truncated_stdout or result.truncated_stderr):
+            return outcome
+        full = status.parse_result(await self.heartbeats.result(state.namespace, state.name))
+        if full is None or full.started_at != result.started_at:
+            return outcome
+        return dataclasses.replace(outcome, result=full)
 
     def _limited(self) -> bool:
         return bool(self.settings.max_running or self.settings.max_running_per_namespace)
@@ -417,6 +473,7 @@ class Reconciler:
             }
         )
         state.pending_since = None
+        state.heartbeat_seen = False
         await self._write(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
 
@@ -428,6 +485,7 @@ class Reconciler:
         pod: status.PodView | None,
     ) -> None:
         attempts = int(state.status.get("attempts") or 1)
+        outcome = await self._full_result(state, outcome)
         delay = None
         if outcome.phase not in (api.Phase.SUCCEEDED, api.Phase.CANCELLED):
             delay = lifecycle.retry_delay(spec, attempts, outcome.reason, self.rng)

@@ -330,6 +330,9 @@ def running_patch(current: Obj, pod: PodView, ctx: Context) -> dict[str, Any]:
     if running:
         patch["startTime"] = pod.started_at
         patch["message"] = f"running on {pod.node}"
+        if current.get("lastHeartbeatTime") is None:
+            # Until a runner heartbeat (Redis) says more: the kubelet reports the container running.
+            patch["lastHeartbeatTime"] = pod.started_at
     return changed(current, patch)
 
 

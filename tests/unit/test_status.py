@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codetask_operator import status
+from codetask_operator import heartbeats, status
 from codetask_operator.api import CodeTaskStatus, ConditionStatus, ConditionType, Phase, Reason
 
 pytestmark = pytest.mark.unit
@@ -323,3 +323,24 @@ def test_tail_never_exceeds_the_limit_and_keeps_the_end(text: str, limit: int) -
     assert len(tail.encode()) <= limit
     assert text.endswith(tail)
     assert cut == (len(text.encode()) > limit)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            '{"percent": 40, "stage": "dl", "message": "3/7", "time": "t"}',
+            {"percent": 40.0, "stage": "dl", "message": "3/7", "time": "t"},
+        ),
+        ('{"percent": 250}', {"percent": 100.0}),
+        ('{"percent": true, "stage": 5}', None),
+        ('{"stage": "' + "s" * 300 + '"}', {"stage": "s" * 256}),
+        ("not json", None),
+        ("[1]", None),
+        (None, None),
+    ],
+)
+def test_progress_from_redis_is_bounded_and_typed(
+    raw: str | None, expected: dict[str, Any] | None
+) -> None:
+    assert heartbeats.parse_progress(raw) == expected

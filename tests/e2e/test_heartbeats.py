@@ -1,0 +1,183 @@
+"""With Redis: heartbeats and progress reach status, a frozen runner is Lost and retried, and the
+full output tails come from Redis rather than the 4 KiB termination message."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from kubernetes import client
+
+from tests.conftest import SESSION
+from tests.e2e.conftest import OPERATOR_ENV, free_port
+from tests.e2e.tasks import Operator, codetask, create, get, wait_for
+
+TTL = 4
+
+
+@pytest.fixture(scope="module")
+def redis_url(
+    api_client: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A redis-server on the node's address, where task pods can reach it."""
+    node = client.CoreV1Api(api_client).list_node().items[0]
+    host = next(a.address for a in node.status.addresses if a.type == "InternalIP")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            f"{host} 127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://{host}:{port}/0"
+    end = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < end, "redis-server did not start"
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_operator(
+    crd: None,
+    redis_url: str,
+    api_client: client.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """An operator with Redis heartbeats (interval 1 s, TTL 4 s), serving its own namespace."""
+    ns = f"{SESSION}r-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    env = {
+        **os.environ,
+        **OPERATOR_ENV,
+        "CODETASK_NAMESPACES": ns,
+        "CODETASK_REDIS_URL": redis_url,
+        "CODETASK_HEARTBEAT_INTERVAL_SECONDS": "1",
+        "CODETASK_HEARTBEAT_TTL_SECONDS": str(TTL),
+        "CODETASK_SWEEP_INTERVAL_SECONDS": "1",
+        "CODETASK_HEALTH_PORT": str(free_port()),
+        "CODETASK_METRICS_PORT": str(free_port()),
+    }
+    log = tmp_path_factory.mktemp("redis-operator") / "operator.log"
+    op = Operator([sys.executable, "-m", "codetask_operator"], env, log)
+    op.start()
+    yield ns
+    op.stop()
+    core.delete_namespace(ns)
+
+
+def runner_pid(namespace: str, name: str) -> int | None:
+    """The task's runner process on this node (its container's PID 1)."""
+    wanted = {f"CODETASK_NAMESPACE={namespace}".encode(), f"CODETASK_NAME={name}".encode()}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"codetask_runner" not in (proc / "cmdline").read_bytes():
+                continue
+            if wanted <= set((proc / "environ").read_bytes().split(b"\0")):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_progress_and_heartbeats_reach_status(
+    api_client: client.ApiClient, redis_operator: str
+) -> None:
+    code = (
+        "import json, os, time\n"
+        "for i in range(1, 5):\n"
+        "    with open(os.environ['CODETASK_PROGRESS_FILE'], 'a') as f:\n"
+        "        line = {'percent': i * 25, 'stage': 'step', 'message': f'{i}/4'}\n"
+        "        f.write(json.dumps(line) + '\\n')\n"
+        "    time.sleep(1.5)\n"
+    )
+    create(api_client, redis_operator, codetask("p", language="python", code=code))
+    seen: set[float] = set()
+    beats: set[str] = set()
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        status = get(api_client, redis_operator, "p").get("status") or {}
+        if progress := status.get("progress"):
+            seen.add(progress["percent"])
+            assert progress["stage"] == "step"
+        if status.get("lastHeartbeatTime"):
+            beats.add(status["lastHeartbeatTime"])
+        if status.get("phase") == "Succeeded":
+            break
+        time.sleep(0.3)
+    assert status["phase"] == "Succeeded"
+    assert len(seen) >= 2 and max(seen) >= 75, seen
+    assert beats
+
+
+def test_frozen_runner_is_lost_within_ttl_plus_10_seconds_and_retried(
+    api_client: client.ApiClient, redis_operator: str, redis_url: str
+) -> None:
+    code = (
+        "import os, time\nif os.environ['CODETASK_ATTEMPT'] == '1':\n"
+        "    time.sleep(120)\nprint('ok')\n"
+    )
+    create(api_client, redis_operator, codetask("f", language="python", code=code, retries=1))
+    wait_for(api_client, redis_operator, "f", {"Running"})
+    key = f"codetask:{redis_operator}:f:heartbeat"
+    end = time.monotonic() + 20
+    while not redis.Redis.from_url(redis_url).exists(key):
+        assert time.monotonic() < end, "no heartbeat key"
+        time.sleep(0.2)
+    time.sleep(2)  # the operator has seen a heartbeat (sweep: 1 s)
+    pid = runner_pid(redis_operator, "f")
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        retrying = wait_for(
+            api_client, redis_operator, "f", {"Pending", "Failed"}, timeout=TTL + 15
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert time.monotonic() - frozen <= TTL + 10
+    assert retrying["status"]["history"][0]["reason"] == "Lost"
+    status = wait_for(api_client, redis_operator, "f", timeout=90)["status"]
+    assert (status["phase"], status["attempts"], status["stdout"]) == ("Succeeded", 2, "ok\n")
+
+
+def test_full_output_tails_come_from_redis(
+    api_client: client.ApiClient, redis_operator: str
+) -> None:
+    code = "import sys\nsys.stdout.write('x' * 10000 + 'END\\n')\nsys.stderr.write('e' * 3000)\n"
+    create(api_client, redis_operator, codetask("o", language="python", code=code))
+    status = wait_for(api_client, redis_operator, "o")["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["stdout"] == "x" * 10000 + "END\n"
+    assert status["stderr"] == "e" * 3000
+    assert status["truncated"] == {"stdout": False, "stderr": False}
