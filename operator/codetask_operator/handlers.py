@@ -80,6 +80,13 @@ async def cleanup(**_: Any) -> None:
         await beats.close()
 
 
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL, id="listed")
+def listed(uid: str, **_: Any) -> dict[str, None]:
+    """An index only for its side effect: kopf holds every handler until all CodeTasks are listed,
+    so running-task limits are counted over every task, also right after a restart."""
+    return {uid: None}
+
+
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="codetask")
 async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """A CodeTask appeared, changed or went away."""
