@@ -24,10 +24,13 @@ SESSION = f"t{uuid.uuid4().hex[:6]}"
 """Prefix of this session's namespaces: its operator serves only those (`SESSION-*`)."""
 
 
+TIER_OF_DIR = {"unit": "unit", "integration": "integration", "e2e": "e2e", "security": "e2e"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        tier = item.path.relative_to(REPO / "tests").parts[0]
-        if tier in ("unit", *CLUSTER_TIERS):
+        tier = TIER_OF_DIR.get(item.path.relative_to(REPO / "tests").parts[0])
+        if tier:
             item.add_marker(getattr(pytest.mark, tier))
 
 

@@ -19,7 +19,7 @@ from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect
 from codetask_operator.reconcile import Reconciler, Registry, TaskState, guarded
-from codetask_operator.status import job_finished
+from codetask_operator.status import job_finished, slim
 
 log = logging.getLogger("codetask")
 SELECTOR = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
@@ -114,6 +114,8 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         return
     state = registry.get(uid)
     name = body["metadata"]["name"]
+    if state.final:
+        return
     if event["type"] == "DELETED":
         state.jobs.pop(name, None)
         if name == state.status.get("jobName"):
@@ -121,7 +123,7 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
                 name, _reconciler().lost(state, f"Job {name} was deleted before it ended")
             )
         return
-    state.jobs[name] = dict(body)
+    state.jobs[name] = slim(body)
     await guarded(name, _reconciler().reconcile(state))
 
 
@@ -133,14 +135,17 @@ async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         return
     state = registry.get(uid)
     name = body["metadata"]["name"]
+    if state.final:
+        return
     if event["type"] == "DELETED":
         was_current = (state.current_pod() or {}).get("metadata", {}).get("name") == name
-        state.pods.pop(name, None)
         job = state.jobs.get(state.status.get("jobName") or "")
         if was_current and not _job_ended(job):
+            state.pods.pop(name, None)
             await guarded(name, _reconciler().lost(state, f"pod {name} was deleted while it ran"))
-        return
-    state.pods[name] = dict(body)
+            return
+    # A deleted pod's last state stays: the Job's end may still need its result or eviction.
+    state.pods[name] = slim(body)
     await guarded(name, _reconciler().reconcile(state))
 
 

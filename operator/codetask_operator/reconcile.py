@@ -75,6 +75,12 @@ class TaskState:
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return pods[0] if pods else None
 
+    def finished(self) -> None:
+        """Mark the task final; its Jobs' and pods' bodies are no longer needed."""
+        self.final = True
+        self.jobs.clear()
+        self.pods.clear()
+
     def pod_view(self) -> PodView | None:
         """The current pod, as the phase machine sees it."""
         pod = self.current_pod()
@@ -159,7 +165,7 @@ class Reconciler:
                 return
             try:
                 if state.final or status.is_final(state.status):
-                    state.final = True
+                    state.finished()
                     await self._expire_if_due(state)
                 else:
                     await self._reconcile(state)
@@ -425,7 +431,7 @@ class Reconciler:
         ctx = status.Context(state.generation, 0, 0, False, False, _now())
         outcome = status.Outcome(api.Phase.FAILED, api.Reason.INVALID_SPEC, message)
         await self._write(state, status.final_patch(state.status, outcome, None, ctx))
-        state.final = True
+        state.finished()
         self.post_event(state, "Warning", str(api.Reason.INVALID_SPEC), message)
 
     async def _start(self, state: TaskState, spec: api.CodeTaskSpec, attempt: int) -> None:
@@ -541,7 +547,7 @@ class Reconciler:
         if state.status.get("nextAttemptTime") or state.status.get("queuePosition"):
             patch.update(nextAttemptTime=None, queuePosition=None)
         await self._write(state, patch)
-        state.final = True
+        state.finished()
         metrics.FINISHED.labels(str(outcome.phase), str(outcome.reason)).inc()
         if (duration := state.status.get("durationSeconds")) is not None:
             metrics.DURATION.labels(str(outcome.phase)).observe(duration)

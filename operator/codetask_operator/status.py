@@ -95,6 +95,8 @@ class PodView:
     waiting_message: str
     started_at: str | None
     terminated: Obj | None
+    evicted: str | None = None
+    """The kubelet's message when it evicted the pod (e.g. over its ephemeral-storage limit)."""
 
     @classmethod
     def of(cls, pod: Obj) -> PodView:
@@ -121,7 +123,24 @@ class PodView:
             waiting_message=waiting.get("message") or "",
             started_at=running.get("startedAt") or (terminated or {}).get("startedAt"),
             terminated=terminated,
+            evicted=(status.get("message") or "evicted")
+            if status.get("reason") == "Evicted"
+            else None,
         )
+
+
+def slim(body: Obj) -> dict[str, Any]:
+    """The parts of a Job or pod the phase machine reads (not the pod template with the code)."""
+    meta = body.get("metadata") or {}
+    return {
+        "metadata": {
+            key: meta[key]
+            for key in ("name", "labels", "creationTimestamp", "deletionTimestamp")
+            if key in meta
+        },
+        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+        "status": body.get("status") or {},
+    }
 
 
 def job_finished(job: Obj | None) -> tuple[str, str, str] | None:
@@ -228,6 +247,10 @@ def attempt_outcome(
             result.exit_code if result else None,
             result,
         )
+    if pod and pod.evicted:
+        code = result.exit_code if result else (terminated or {}).get("exitCode")
+        message = f"the pod was evicted: {pod.evicted}"
+        return Outcome(Phase.FAILED, Reason.TERMINATED, message, code, result)
     if result:
         return _outcome_of_result(result)
     if terminated:

@@ -344,3 +344,27 @@ def test_progress_from_redis_is_bounded_and_typed(
     raw: str | None, expected: dict[str, Any] | None
 ) -> None:
     assert heartbeats.parse_progress(raw) == expected
+
+
+def test_evicted_pod_names_the_eviction() -> None:
+    evicted = pod(terminated={"exitCode": 143, "message": result("Terminated", 143)})
+    evicted["status"] |= {
+        "phase": "Failed",
+        "reason": "Evicted",
+        "message": "Pod ephemeral local storage usage exceeds the total limit",
+    }
+    outcome = status.attempt_outcome(
+        job("Failed", "BackoffLimitExceeded"), view(evicted), cancel=False, custom_image=False
+    )
+    assert outcome is not None
+    assert (outcome.phase, outcome.reason) == (Phase.FAILED, Reason.TERMINATED)
+    assert "evicted: Pod ephemeral local storage" in outcome.message
+
+
+def test_slim_keeps_what_the_phase_machine_reads_and_drops_the_template() -> None:
+    body = pod(running=True)
+    body["metadata"]["annotations"] = {"codetask.dev/code": "x" * 100_000}
+    body["spec"]["containers"] = [{"name": "runner"}]
+    slim = status.slim(body)
+    assert "annotations" not in slim["metadata"] and "containers" not in slim["spec"]
+    assert status.PodView.of(slim) == status.PodView.of(body)
