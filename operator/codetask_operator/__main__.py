@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Any
 
 import kopf
 
+from codetask_operator import leader, webhook
 from codetask_operator import settings as settings_mod
+from codetask_operator.kube import connect
 
 
 def main() -> int:
@@ -26,17 +29,74 @@ def main() -> int:
     kopf.configure(log_format=log_format, verbose=False)
     # One line per task transition (ours), not one per handler call on every watch event.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    asyncio.run(run(config))
+    return 0
+
+
+async def run(config: settings_mod.Settings) -> None:
+    """Run kopf; with leader election, first as a standby until the Lease is ours.
+
+    A standby runs kopf with only the webhook handler: it answers admission requests and /healthz
+    but watches nothing. Once the Lease is held, that kopf stops and the full operator starts.
+    """
+    if not config.leader_election:
+        await _kopf(config, _operator_registry(config))
+        return
+    api_client = await connect()
+    elector = leader.Elector(api_client, config)
+    holding = asyncio.create_task(elector.hold())
+    try:
+        await _kopf(config, _standby_registry(config, elector), stop_flag=elector.decided)
+        if elector.leading:
+            await _kopf(config, _operator_registry(config))
+    finally:
+        holding.cancel()
+        await elector.release()
+        await api_client.close()
+
+
+def _standby_registry(
+    config: settings_mod.Settings, elector: leader.Elector
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_async_client)
+
+    @kopf.on.cleanup(id="stand-down", registry=registry)
+    async def stand_down(**_: Any) -> None:
+        """kopf stops before the Lease is ours, so the process does: never take it now."""
+        elector.stand_down()
+
+    if config.webhook_enabled:
+        webhook.register(registry, config)
+    return registry
+
+
+def _operator_registry(config: settings_mod.Settings) -> kopf.OperatorRegistry:
     from codetask_operator import handlers  # noqa: F401  (registers the handlers)
 
-    asyncio.run(
-        kopf.operator(
-            standalone=True,
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
-            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
-        )
+    registry = kopf.get_default_registry()
+    if config.webhook_enabled:
+        webhook.register(registry, config)
+    return registry
+
+
+async def _kopf(
+    config: settings_mod.Settings,
+    registry: kopf.OperatorRegistry,
+    stop_flag: asyncio.Event | None = None,
+) -> None:
+    settings = kopf.OperatorSettings()
+    if config.webhook_enabled:
+        webhook.configure(settings, config)
+    await kopf.operator(
+        registry=registry,
+        settings=settings,
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+        stop_flag=stop_flag,
     )
-    return 0
 
 
 if __name__ == "__main__":

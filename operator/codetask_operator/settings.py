@@ -2,10 +2,11 @@
 
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from codetask_operator import quantity
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
     runner_image: str = Field("codetask-runner:dev", min_length=1)
+    agent_image: str = Field(
+        "codetask-agent:dev", min_length=1, description="Runner image for spec.agent tasks."
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     allowed_images: StrList = Field(
         default_factory=list,
@@ -73,11 +77,26 @@ class Settings(BaseSettings):
 
     webhook_enabled: bool = False
     webhook_port: int = Field(9443, ge=1, le=65535)
-    webhook_service_name: str = "codetask-operator-webhook"
-    webhook_service_namespace: str = "codetask-system"
     webhook_cert_dir: Path | None = Field(
         None, description="tls.crt and tls.key; unset = self-signed by kopf."
     )
+
+    leader_election: bool = Field(
+        False, description="Act only while holding a coordination.k8s.io Lease (several replicas)."
+    )
+    lease_name: str = Field("codetask-operator", min_length=1, max_length=253)
+    lease_namespace: str | None = Field(
+        None,
+        validation_alias=AliasChoices(f"{ENV_PREFIX}LEASE_NAMESPACE", "POD_NAMESPACE"),
+        description="Namespace of the Lease; unset = the pod's own (POD_NAMESPACE).",
+    )
+    pod_name: str = Field(
+        default_factory=socket.gethostname,
+        validation_alias=AliasChoices(f"{ENV_PREFIX}POD_NAME", "POD_NAME"),
+        description="Start of the Lease holder identity (a random suffix follows).",
+    )
+    lease_duration_seconds: int = Field(15, ge=2, le=3600)
+    renew_period_seconds: float = Field(5, gt=0, le=1800)
 
     @field_validator("allowed_images", "namespaces", mode="before")
     @classmethod
@@ -119,6 +138,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{ENV_PREFIX}HEARTBEAT_TTL_SECONDS ({self.heartbeat_ttl_seconds}) must exceed "
                 f"{ENV_PREFIX}HEARTBEAT_INTERVAL_SECONDS ({self.heartbeat_interval_seconds})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lease(self) -> Self:
+        if not self.leader_election:
+            return self
+        if not self.lease_namespace:
+            raise ValueError(
+                f"{ENV_PREFIX}LEASE_NAMESPACE (or POD_NAMESPACE) is required with "
+                f"{ENV_PREFIX}LEADER_ELECTION"
+            )
+        if self.renew_period_seconds * 2 >= self.lease_duration_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}RENEW_PERIOD_SECONDS ({self.renew_period_seconds:g}) must be less "
+                f"than half of {ENV_PREFIX}LEASE_DURATION_SECONDS ({self.lease_duration_seconds})"
             )
         return self
 

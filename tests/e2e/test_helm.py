@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,59 +11,29 @@ import pytest
 import yaml
 from kubernetes import client
 
+from codetask_operator import webhook
 from tests.conftest import REPO, SESSION
+from tests.e2e.conftest import RELEASE_LABEL, chart_values, helm, helm_release, kubectl
 from tests.e2e.tasks import wait_for
 
 RELEASE = f"{SESSION}-codetask-operator"
 RELEASE_NS = f"{SESSION}h-system"
 SAMPLES_NS = f"{SESSION}h-samples"
 SAMPLES = sorted((REPO / "samples").glob("*.yaml"))
-LOCAL_VALUES = [
-    "--set",
-    "image.pullPolicy=Never",
-    "--set",
-    "runner.imagePullPolicy=Never",
-    "--set",
-    "runner.dnsPolicy=Default",
-    "--set",
-    f"watchNamespaces={{{SESSION}h-*}}",
-    "--set",
-    "pendingGraceSeconds=5",
-]
-
-
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    bin_dir = subprocess.run(
-        [REPO / "hack/tools.sh"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    return subprocess.run([f"{bin_dir}/helm", *args], capture_output=True, text=True)
-
-
-def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True)
+LOCAL_VALUES = chart_values(RELEASE, f"{SESSION}h-*")
 
 
 @pytest.fixture(scope="module")
 def release(crd: None, api_client: client.ApiClient) -> Iterator[str]:
-    done = helm(
-        "install",
-        RELEASE,
-        str(REPO / "charts/codetask-operator"),
-        "-n",
-        RELEASE_NS,
-        "--create-namespace",
-        *LOCAL_VALUES,
-        "--wait",
-        "--timeout",
-        "180s",
-    )
-    assert done.returncode == 0, done.stderr
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=SAMPLES_NS)))
-    yield RELEASE
-    helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait")
-    for ns in (SAMPLES_NS, RELEASE_NS):
-        kubectl("delete", "namespace", ns, "--wait=false")
+    with helm_release(RELEASE, RELEASE_NS, LOCAL_VALUES):
+        # Samples pass the release's webhook too.
+        labels = {RELEASE_LABEL: RELEASE}
+        core = client.CoreV1Api(api_client)
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=SAMPLES_NS, labels=labels))
+        )
+        yield RELEASE
+        kubectl("delete", "namespace", SAMPLES_NS, "--wait=false")
 
 
 def test_chart_lints_clean_and_renders_objects_the_api_server_accepts(kubeconfig: str) -> None:
@@ -75,15 +44,50 @@ def test_chart_lints_clean_and_renders_objects_the_api_server_accepts(kubeconfig
     )
     assert rendered.returncode == 0, rendered.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(rendered.stdout) if d}
-    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"}
+    assert kinds == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Lease",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "Secret",
+        "ValidatingWebhookConfiguration",
+    }
     dry = kubectl("apply", "--dry-run=server", "-n", "default", "-f", "-", stdin=rendered.stdout)
     assert dry.returncode == 0, dry.stderr
 
 
-def test_chart_refuses_more_than_one_replica() -> None:
-    done = helm("template", "x", str(REPO / "charts/codetask-operator"), "--set", "replicas=2")
+def test_chart_refuses_more_than_one_replica_without_leader_election() -> None:
+    chart = str(REPO / "charts/codetask-operator")
+    done = helm(
+        "template", "x", chart, "--set", "replicas=2", "--set", "leaderElection.enabled=false"
+    )
     assert done.returncode != 0
     assert "leader election" in done.stderr
+    rendered = helm("template", "x", chart, "--set", "replicas=2")
+    assert rendered.returncode == 0, rendered.stderr
+    deployment = next(
+        d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"
+    )
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def test_webhook_configuration_calls_the_operators_handler_through_the_service() -> None:
+    rendered = helm("template", "x", str(REPO / "charts/codetask-operator"), "-n", "ops").stdout
+    docs = {d["kind"]: d for d in yaml.safe_load_all(rendered) if d}
+    (hook,) = docs["ValidatingWebhookConfiguration"]["webhooks"]
+    assert hook["clientConfig"]["service"] == {
+        "name": "x-codetask-operator-webhook",
+        "namespace": "ops",
+        "path": f"/{webhook.HANDLER_ID}",
+        "port": 443,
+    }
+    assert hook["clientConfig"]["caBundle"] == docs["Secret"]["data"]["ca.crt"]
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert (hook["sideEffects"], hook["admissionReviewVersions"]) == ("None", ["v1"])
 
 
 def test_cluster_role_has_no_wildcards() -> None:
@@ -129,7 +133,8 @@ def test_operator_runs_from_the_release_and_uninstall_leaves_only_crd_and_tasks(
     while leftovers and time.monotonic() < end:
         got = kubectl(
             "get",
-            "deploy,sa,svc,pods,clusterrole,clusterrolebinding",
+            "deploy,sa,svc,pods,secret,lease,role,rolebinding,clusterrole,clusterrolebinding,"
+            "validatingwebhookconfiguration",
             "-A",
             "-l",
             selector,

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.startswith(settings.ENV_PREFIX):
+        if name.startswith(settings.ENV_PREFIX) or name in ("POD_NAME", "POD_NAMESPACE"):
             monkeypatch.delenv(name)
 
 
@@ -77,6 +77,12 @@ def test_lists_are_comma_separated_or_json(monkeypatch: pytest.MonkeyPatch, valu
         ("CODETASK_WEBHOOK_ENABLED", "perhaps", "CODETASK_WEBHOOK_ENABLED: must be true or false"),
         ("CODETASK_HEARTBEAT_TTL_SECONDS", "5", "CODETASK_HEARTBEAT_TTL_SECONDS (5) must exceed"),
         (
+            "CODETASK_LEADER_ELECTION",
+            "true",
+            "CODETASK_LEASE_NAMESPACE (or POD_NAMESPACE) is required with CODETASK_LEADER_ELECTION",
+        ),
+        ("CODETASK_LEASE_DURATION_SECONDS", "1", "CODETASK_LEASE_DURATION_SECONDS: must be ≥ 2"),
+        (
             "CODETASK_DEFAULT_MEMORY_LIMIT",
             "64Mi",
             "default memory request 128Mi exceeds its limit 64Mi",
@@ -112,3 +118,37 @@ def test_settings_are_frozen() -> None:
     loaded = settings.load()
     with pytest.raises(ValueError, match="frozen"):
         loaded.max_running = 3  # type: ignore[misc]
+
+
+def test_leader_election_is_off_by_default_with_client_go_like_timings() -> None:
+    loaded = settings.load()
+    assert loaded.leader_election is False
+    assert loaded.lease_name == "codetask-operator"
+    assert (loaded.lease_duration_seconds, loaded.renew_period_seconds) == (15, 5)
+
+
+def test_lease_namespace_and_pod_name_come_from_the_downward_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CODETASK_LEADER_ELECTION", "true")
+    monkeypatch.setenv("POD_NAMESPACE", "codetask-system")
+    monkeypatch.setenv("POD_NAME", "codetask-operator-7d9-x2x")
+    loaded = settings.load()
+    assert loaded.lease_namespace == "codetask-system"
+    assert loaded.pod_name == "codetask-operator-7d9-x2x"
+    monkeypatch.setenv("CODETASK_LEASE_NAMESPACE", "elsewhere")
+    assert settings.load().lease_namespace == "elsewhere"
+
+
+def test_renew_period_must_leave_room_for_retries_within_the_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CODETASK_LEADER_ELECTION", "true")
+    monkeypatch.setenv("POD_NAMESPACE", "codetask-system")
+    monkeypatch.setenv("CODETASK_LEASE_DURATION_SECONDS", "10")
+    monkeypatch.setenv("CODETASK_RENEW_PERIOD_SECONDS", "5")
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.load()
+    assert "CODETASK_RENEW_PERIOD_SECONDS (5) must be less than half of" in str(caught.value)
+    monkeypatch.setenv("CODETASK_RENEW_PERIOD_SECONDS", "2")
+    assert settings.load().renew_period_seconds == 2
