@@ -46,10 +46,11 @@ down() {
 images() {
   "$REPO_ROOT/hack/cluster/load-image.sh" runner "$REPO_ROOT/runner-image/Dockerfile" \
     "$REPO_ROOT/runner-image" "${RUNNER_IMAGE:-codetask-runner:dev}"
-  if [[ -f $REPO_ROOT/operator/Dockerfile ]]; then
-    "$REPO_ROOT/hack/cluster/load-image.sh" operator "$REPO_ROOT/operator/Dockerfile" \
-      "$REPO_ROOT" "${OPERATOR_IMAGE:-codetask-operator:dev}"
-  fi
+  "$REPO_ROOT/hack/cluster/load-image.sh" agent "$REPO_ROOT/runner-image/agent.Dockerfile" "$REPO_ROOT/runner-image" "${AGENT_IMAGE:-codetask-agent:dev}"
+  "$REPO_ROOT/hack/cluster/load-image.sh" operator "$REPO_ROOT/operator/Dockerfile" \
+    "$REPO_ROOT" "${OPERATOR_IMAGE:-codetask-operator:dev}"
+  "$REPO_ROOT/hack/cluster/load-image.sh" redis "$REPO_ROOT/hack/images/redis.Dockerfile" \
+    "$REPO_ROOT/hack/images" "${REDIS_IMAGE:-codetask-redis:dev}"
 }
 
 # Exit 0 when a cluster is up: the one .cluster/kubeconfig names, or this machine's local one.

@@ -51,7 +51,7 @@ for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do
 done
 rm -rf "/var/lib/cni/networks/$CNI_NAME" /var/lib/cni/results/"$CNI_NAME"-*
 ip link delete "$CNI_BRIDGE" 2>/dev/null || true
-ip route del blackhole $SERVICE_CIDR 2>/dev/null || true
+ip route del $SERVICE_CIDR 2>/dev/null || true
 
 # iptables chains of kube-proxy (KUBE-*) and of the CNI plugins (CNI-*), and the rules that jump to them.
 if [[ -x $K8S_BIN/kube-proxy ]] && iptables -t nat -S 2>/dev/null | grep -q 'KUBE-'; then

@@ -126,8 +126,13 @@ start kube-proxy "$K8S_BIN/kube-proxy" --kubeconfig="$STATE/kube-proxy.kubeconfi
   --cluster-cidr=$POD_CIDR --hostname-override=$NODE_NAME --conntrack-max-per-core=0 \
   --proxy-mode=iptables --metrics-bind-address=127.0.0.1:10249 --v=1
 
-# Never let an unproxied Service IP leave the machine: drop what kube-proxy did not translate.
-ip route replace blackhole $SERVICE_CIDR
+# Never let an unproxied Service IP leave the machine: route the range onto the pod bridge (made
+# here before the CNI plugin, which reuses it), where what kube-proxy did not translate finds no
+# one. (A blackhole route would also break host processes — the API server calling a webhook
+# Service — because connect() fails before the OUTPUT DNAT.)
+ip link add "$CNI_BRIDGE" type bridge 2>/dev/null || true
+ip link set "$CNI_BRIDGE" up
+ip route replace $SERVICE_CIDR dev "$CNI_BRIDGE"
 
 for c in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   alive_or_die "$c"

@@ -14,6 +14,16 @@ from codetask_operator.metrics import API_WRITES
 MERGE_PATCH = "application/merge-patch+json"
 
 
+async def _checked(resp: Any) -> Any:
+    """The raw response; with _preload_content=False the client raises nothing on errors."""
+    if resp.status >= 400:
+        exc = ApiException(status=resp.status, reason=resp.reason)
+        exc.body = await resp.text()
+        resp.release()
+        raise exc
+    return resp
+
+
 class NotOurs(Exception):
     """An object with our deterministic name exists but belongs to someone else."""
 
@@ -40,15 +50,17 @@ class Kube:
         name: str = manifest["metadata"]["name"]
         API_WRITES.labels("create", "jobs").inc()
         try:
-            resp = await self.batch.create_namespaced_job(
-                namespace, manifest, _preload_content=False
+            resp = await _checked(
+                await self.batch.create_namespaced_job(namespace, manifest, _preload_content=False)
             )
             resp.release()
             return name
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        existing = await self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        existing = await _checked(
+            await self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        )
         body = json.loads(await existing.read())
         owners = {ref.get("uid") for ref in body["metadata"].get("ownerReferences") or []}
         if owner_uid not in owners:
@@ -59,8 +71,10 @@ class Kube:
         """Delete a Job and (in the background) its pods; absent is fine."""
         API_WRITES.labels("delete", "jobs").inc()
         try:
-            resp = await self.batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background", _preload_content=False
+            resp = await _checked(
+                await self.batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Background", _preload_content=False
+                )
             )
             resp.release()
         except ApiException as exc:
@@ -72,15 +86,17 @@ class Kube:
     ) -> dict[str, Any]:
         """Merge-patch the CodeTask's status subresource; returns the patched object."""
         API_WRITES.labels("patch", "codetasks/status").inc()
-        resp = await self.custom.patch_namespaced_custom_object_status(
-            api.GROUP,
-            api.VERSION,
-            namespace,
-            api.PLURAL,
-            name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
+        resp = await _checked(
+            await self.custom.patch_namespaced_custom_object_status(
+                api.GROUP,
+                api.VERSION,
+                namespace,
+                api.PLURAL,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
         )
         result: dict[str, Any] = json.loads(await resp.read())
         return result
@@ -89,14 +105,16 @@ class Kube:
         """Delete the CodeTask (only that incarnation of it); its Jobs and pods follow."""
         API_WRITES.labels("delete", "codetasks").inc()
         try:
-            resp = await self.custom.delete_namespaced_custom_object(
-                api.GROUP,
-                api.VERSION,
-                namespace,
-                api.PLURAL,
-                name,
-                body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
-                _preload_content=False,
+            resp = await _checked(
+                await self.custom.delete_namespaced_custom_object(
+                    api.GROUP,
+                    api.VERSION,
+                    namespace,
+                    api.PLURAL,
+                    name,
+                    body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
+                    _preload_content=False,
+                )
             )
             resp.release()
         except ApiException as exc:

@@ -52,6 +52,7 @@ class TaskState:
     job_missing_since: float | None = None
     position_written_at: float = 0.0
     heartbeat_seen: bool = False
+    job_end_seen: float | None = None
     heartbeat_written_at: float = 0.0
     status_known: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -110,9 +111,12 @@ def _now() -> datetime:
 
 
 HISTORY_KEEP = api.MAX_RETRIES + 1
+SETTLE_SECONDS = 10.0
+"""How long an ended Job waits for its pod's final state to be seen before settling without it."""
 POSITION_REFRESH_SECONDS = 10.0
 """A queued task's position in status is refreshed at most this often (bounded API writes)."""
 ATTEMPT_FIELDS = (
+    "agent",
     "exitCode",
     "stdout",
     "stderr",
@@ -216,8 +220,16 @@ class Reconciler:
             await self._admit_or_queue(state, spec)
             return
         pod = state.pod_view()
+        settle = False
+        if status.job_finished(job) is not None:
+            # Counted from when this operator saw the end, not from the Job's own timestamp: after a
+            # restart the pod's final state may still be on its way through the pod watch.
+            state.job_end_seen = state.job_end_seen or time.monotonic()
+            settle = time.monotonic() - state.job_end_seen > SETTLE_SECONDS
+            if not settle:
+                self.wake_at(state, _now() + timedelta(seconds=SETTLE_SECONDS + 0.5))
         outcome: status.Outcome | None = status.attempt_outcome(
-            job, pod, cancel=False, custom_image=spec.command is not None
+            job, pod, cancel=False, custom_image=spec.command is not None, settle=settle
         )
         if outcome is None and pod is not None and pod.terminated is None:
             if pod.started_at is None:
@@ -480,6 +492,7 @@ class Reconciler:
         )
         state.pending_since = None
         state.heartbeat_seen = False
+        state.job_end_seen = None
         await self._write(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
 

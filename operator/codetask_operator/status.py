@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from codetask_operator.api import FINAL_PHASES, ConditionStatus, ConditionType, Phase, Reason
+from pydantic import ValidationError
+
+from codetask_operator.api import (
+    FINAL_PHASES,
+    AgentReport,
+    ConditionStatus,
+    ConditionType,
+    Phase,
+    Reason,
+)
 
 Obj = Mapping[str, Any]
 
@@ -56,6 +65,28 @@ class RunnerResult:
     started_at: str | None
     finished_at: str | None
     duration_seconds: float | None
+    agent: dict[str, Any] | None = None
+    """Agent tasks: the runner's agent report, as status.agent (validated, camelCase)."""
+
+
+def _agent_report(raw: object) -> dict[str, Any] | None:
+    """The runner's `agent` object as `status.agent`; None when absent or not an object.
+
+    Fields of the wrong type or out of bounds are dropped rather than failing the result.
+    """
+    if not isinstance(raw, dict):
+        return None
+    fields: dict[str, Any] = {}
+    for name, field in AgentReport.model_fields.items():
+        alias = field.alias or name
+        if alias not in raw or raw[alias] is None:
+            continue
+        try:
+            value = AgentReport.model_validate({alias: raw[alias]})
+        except ValidationError:
+            continue
+        fields[alias] = value.model_dump(mode="json", exclude_none=True)[alias]
+    return fields
 
 
 def parse_result(message: str | None) -> RunnerResult | None:
@@ -80,6 +111,7 @@ def parse_result(message: str | None) -> RunnerResult | None:
         started_at=raw.get("startedAt"),
         finished_at=raw.get("finishedAt"),
         duration_seconds=raw.get("durationSeconds"),
+        agent=_agent_report(raw.get("agent")),
     )
 
 
@@ -143,6 +175,14 @@ def slim(body: Obj) -> dict[str, Any]:
     }
 
 
+def job_finished_at(job: Obj | None) -> datetime | None:
+    """When the Job's Complete or Failed condition became true."""
+    for c in (job or {}).get("status", {}).get("conditions") or []:
+        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
+            return parse_time(c.get("lastTransitionTime"))
+    return None
+
+
 def job_finished(job: Obj | None) -> tuple[str, str, str] | None:
     """(Complete|Failed, reason, message) once the Job has ended, else None."""
     for c in (job or {}).get("status", {}).get("conditions") or []:
@@ -170,6 +210,8 @@ _RESULT_REASONS: Final = {
     "StartError": (Phase.FAILED, Reason.START_ERROR),
     "OOMKilled": (Phase.FAILED, Reason.OOM_KILLED),
     "Terminated": (Phase.FAILED, Reason.TERMINATED),
+    "MaxTurns": (Phase.FAILED, Reason.MAX_TURNS),
+    "AgentError": (Phase.FAILED, Reason.AGENT_ERROR),
 }
 
 
@@ -216,12 +258,19 @@ def _outcome_of_container(terminated: Obj, custom_image: bool) -> Outcome:
 
 
 def attempt_outcome(
-    job: Obj | None, pod: PodView | None, *, cancel: bool, custom_image: bool
+    job: Obj | None,
+    pod: PodView | None,
+    *,
+    cancel: bool,
+    custom_image: bool,
+    settle: bool = False,
 ) -> Outcome | None:
     """How the attempt ended, or None while it has not.
 
     A pod that ended with a definite runner result settles the attempt at once. A runner stopped by
-    SIGTERM (Job deadline, cancellation, eviction) waits for the Job, whose condition says why.
+    SIGTERM (Job deadline, cancellation, eviction) waits for the Job, whose condition says why. A
+    Job that ended while its pod's final state has not been seen yet (the two watches are separate
+    streams) waits for the pod, unless `settle` says it waited long enough.
     """
     terminated = pod.terminated if pod else None
     result = parse_result(terminated.get("message")) if terminated else None
@@ -247,6 +296,8 @@ def attempt_outcome(
             result.exit_code if result else None,
             result,
         )
+    if (pod is None or pod.terminated is None) and not (pod and pod.evicted) and not settle:
+        return None
     if pod and pod.evicted:
         code = result.exit_code if result else (terminated or {}).get("exitCode")
         message = f"the pod was evicted: {pod.evicted}"
@@ -432,6 +483,7 @@ def final_patch(
         "durationSeconds": round(duration, 3) if duration is not None else None,
         "conditions": conditions,
         "observedGeneration": ctx.generation,
+        "agent": result.agent if result else None,
     }
     if pod:
         patch["podName"] = pod.name

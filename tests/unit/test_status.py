@@ -191,12 +191,13 @@ def view(p: dict[str, Any]) -> status.PodView:
             True,
             (Phase.FAILED, Reason.NON_ZERO_EXIT, 2),
         ),
+        # An ended Job whose pod is not (yet) known waits; once settled, the pod is gone.
         (
             job("Failed", "BackoffLimitExceeded"),
             None,
             False,
             False,
-            (Phase.FAILED, Reason.LOST, None),
+            None,
         ),
         # Not over yet.
         (job(), pod(running=True), False, False, None),
@@ -309,6 +310,57 @@ def test_set_condition_moves_transition_time_only_on_status_change() -> None:
     assert len(flipped) == 1
 
 
+AGENT_REPORT = {
+    "model": "claude-sonnet-4-5",
+    "sessionId": "1e0536b3-a04a-44cf-bf74-cedf84673cd0",
+    "turns": 2,
+    "toolCalls": 1,
+    "deniedToolCalls": 1,
+    "deniedTools": ["Bash"],
+    "usage": {"inputTokens": 84, "outputTokens": 14, "cacheReadInputTokens": 0},
+    "costUsd": 0.000616,
+}
+
+
+@pytest.mark.parametrize(
+    ("reason", "code", "expected"),
+    [
+        ("Completed", 0, (Phase.SUCCEEDED, Reason.COMPLETED)),
+        ("MaxTurns", 1, (Phase.FAILED, Reason.MAX_TURNS)),
+        ("AgentError", 1, (Phase.FAILED, Reason.AGENT_ERROR)),
+        ("DeadlineExceeded", 124, (Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED)),
+    ],
+)
+def test_agent_results_end_the_attempt_with_their_reason_and_report(
+    reason: str, code: int, expected: tuple[Phase, Reason]
+) -> None:
+    message = result(reason, code, message="" if code == 0 else "why", agent=AGENT_REPORT)
+    p = view(pod(terminated={"exitCode": code, "message": message}))
+    outcome = status.attempt_outcome(job(), p, cancel=False, custom_image=False)
+    assert outcome is not None
+    assert (outcome.phase, outcome.reason) == expected
+    patch = status.final_patch({}, outcome, p, ctx())
+    assert patch["agent"] == AGENT_REPORT
+    CodeTaskStatus.model_validate(patch)
+
+
+def test_agent_report_fields_of_the_wrong_shape_are_dropped() -> None:
+    raw = {**AGENT_REPORT, "turns": -1, "costUsd": "free", "deniedTools": "Bash", "extra": 1}
+    parsed = status.parse_result(result(agent=raw))
+    assert parsed is not None and parsed.agent is not None
+    assert set(parsed.agent) == set(AGENT_REPORT) - {"turns", "costUsd", "deniedTools"}
+    assert status.parse_result(result(agent="nonsense")).agent is None  # type: ignore[union-attr]
+
+
+def test_code_results_leave_status_agent_alone_and_a_new_outcome_clears_it() -> None:
+    p = view(pod(terminated={"exitCode": 0, "message": result()}))
+    outcome = status.attempt_outcome(job(), p, cancel=False, custom_image=False)
+    assert outcome is not None
+    assert "agent" not in status.final_patch({}, outcome, p, ctx())
+    lost = status.Outcome(Phase.FAILED, Reason.LOST, "gone")
+    assert status.final_patch({"agent": AGENT_REPORT}, lost, None, ctx())["agent"] is None
+
+
 @pytest.mark.parametrize(
     "message",
     [None, "", "Traceback (most recent call last)", "{not json", '{"v": 2}', "[1, 2]", '{"v": 1}'],
@@ -368,3 +420,19 @@ def test_slim_keeps_what_the_phase_machine_reads_and_drops_the_template() -> Non
     slim = status.slim(body)
     assert "annotations" not in slim["metadata"] and "containers" not in slim["spec"]
     assert status.PodView.of(slim) == status.PodView.of(body)
+
+
+def test_ended_job_waits_for_its_pods_final_state_until_settled() -> None:
+    still_running = view(pod(running=True))
+    complete = job("Complete")
+    assert status.attempt_outcome(complete, still_running, cancel=False, custom_image=False) is None
+    settled = status.attempt_outcome(
+        complete, still_running, cancel=False, custom_image=False, settle=True
+    )
+    assert settled is not None and settled.phase is Phase.SUCCEEDED
+
+
+def test_ended_job_without_a_pod_is_lost_once_settled() -> None:
+    ended = job("Failed", "BackoffLimitExceeded")
+    outcome = status.attempt_outcome(ended, None, cancel=False, custom_image=False, settle=True)
+    assert outcome is not None and (outcome.phase, outcome.reason) == (Phase.FAILED, Reason.LOST)
