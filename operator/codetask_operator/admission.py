@@ -23,6 +23,8 @@ from codetask_operator.settings import Settings
 
 MUTABLE_FIELDS: Final = frozenset({"cancel", "priority", "ttlSecondsAfterFinished"})
 RESERVED_ENV: Final = frozenset({"POD_NAME", "NODE_NAME", "HOME", "TMPDIR", "REDIS_URL"})
+AGENT_RESERVED_ENV: Final = frozenset({jobs.AGENT_API_KEY_ENV})
+"""Set by the operator for agent tasks (from agent.apiKeySecretRef)."""
 RESERVED_LABEL_PREFIXES: Final = ("codetask.dev/", "batch.kubernetes.io/")
 RESERVED_LABELS: Final = frozenset({jobs.LABEL_MANAGED_BY, "job-name", "controller-uid"})
 
@@ -52,6 +54,8 @@ def validate(spec: Mapping[str, Any], settings: Settings) -> list[str]:
 
 
 def _mode(task: api.CodeTaskSpec, settings: Settings) -> list[str]:
+    if task.agent is not None:
+        return _agent(task)
     if task.code is not None and task.command is not None:
         return ["spec.code: set either code or command, not both"]
     if task.code is not None:
@@ -60,7 +64,10 @@ def _mode(task: api.CodeTaskSpec, settings: Settings) -> list[str]:
             errors.append("spec.image: only used with spec.command; code runs in the runner image")
         return errors
     if task.command is None:
-        return ["spec.code: required (with spec.language), or spec.command with spec.image"]
+        return [
+            "spec.code: required (with spec.language), or spec.command with spec.image, or "
+            "spec.agent with spec.prompt"
+        ]
     errors = [
         f"spec.{f}: only used with spec.code"
         for f in ("language", "stdin")
@@ -73,6 +80,25 @@ def _mode(task: api.CodeTaskSpec, settings: Settings) -> list[str]:
     elif not any(fnmatch.fnmatchcase(task.image, p) for p in settings.allowed_images):
         allowed = ", ".join(settings.allowed_images)
         errors.append(f"spec.image: {task.image!r} is not allowed; allowed: {allowed}")
+    return errors
+
+
+def _agent(task: api.CodeTaskSpec) -> list[str]:
+    """An agent task: a prompt, none of the other modes' fields, no user-set API key."""
+    errors = [
+        f"spec.{f}: not used with spec.agent (the agent works on spec.prompt)"
+        for f in ("code", "command", "language", "stdin", "image")
+        if getattr(task, f) is not None
+    ]
+    if task.args:
+        errors.append("spec.args: not used with spec.agent")
+    if not (task.prompt or "").strip():
+        errors.append("spec.prompt: required with spec.agent: the task the agent works on")
+    errors += [
+        f"spec.env[{i}].name: {var.name} is set from spec.agent.apiKeySecretRef"
+        for i, var in enumerate(task.env)
+        if var.name in AGENT_RESERVED_ENV
+    ]
     return errors
 
 

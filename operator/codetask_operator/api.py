@@ -32,6 +32,9 @@ INPUT_MAX_BYTES: Final = 192 * KIB
 ARGS_MAX_BYTES: Final = 32 * KIB
 """`args` as JSON: it travels in one environment variable (Linux caps one at 128 KiB)."""
 PROMPT_MAX_LENGTH: Final = 32 * KIB
+SYSTEM_PROMPT_MAX_LENGTH: Final = 16 * KIB
+"""`agent.systemPrompt` travels in one environment variable."""
+AGENT_MAX_TURNS: Final = 1000
 OUTPUT_LIMIT_DEFAULT: Final = 16 * KIB
 OUTPUT_LIMIT_MAX: Final = 256 * KIB
 TIMEOUT_DEFAULT: Final = 300
@@ -49,6 +52,23 @@ class Language(StrEnum):
     NODE = "node"
     BASH = "bash"
     SH = "sh"
+
+
+class AgentProvider(StrEnum):
+    """Which agent runs an agent task."""
+
+    CLAUDE = "claude"
+
+
+class PermissionMode(StrEnum):
+    """The agent's permission mode (Claude Code's `--permission-mode`). Nobody answers permission
+    prompts in a task pod: a tool call that would ask is refused."""
+
+    DEFAULT = "default"
+    ACCEPT_EDITS = "acceptEdits"
+    PLAN = "plan"
+    DONT_ASK = "dontAsk"
+    BYPASS_PERMISSIONS = "bypassPermissions"
 
 
 class Phase(StrEnum):
@@ -76,6 +96,8 @@ class Reason(StrEnum):
     RETRYING = "Retrying"
     COMPLETED = "Completed"
     NON_ZERO_EXIT = "NonZeroExit"
+    MAX_TURNS = "MaxTurns"
+    AGENT_ERROR = "AgentError"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     OOM_KILLED = "OOMKilled"
     IMAGE_ERROR = "ImageError"
@@ -95,8 +117,11 @@ REASON_HELP: Final[dict[Reason, str]] = {
     Reason.SCHEDULED: "(Pending) the attempt's Job exists, its pod is not running yet",
     Reason.STARTED: "(Running) the task's container is running",
     Reason.RETRYING: "(Pending) an attempt failed with a retryPolicy reason; retry after backoff",
-    Reason.COMPLETED: "(Succeeded) the code exited 0",
+    Reason.COMPLETED: "(Succeeded) the code exited 0, or the agent finished without error",
     Reason.NON_ZERO_EXIT: "(Failed) the code exited non-zero or was killed by a signal",
+    Reason.MAX_TURNS: "(Failed) the agent used agent.maxTurns turns without finishing",
+    Reason.AGENT_ERROR: "(Failed) the agent reported an error (e.g. the model API refused the "
+    "key) or ended without a result",
     Reason.DEADLINE_EXCEEDED: "(TimedOut) timeoutSeconds passed",
     Reason.OOM_KILLED: "(Failed) the container hit its memory limit",
     Reason.IMAGE_ERROR: "(Failed) the image cannot be pulled or is not present",
@@ -112,6 +137,8 @@ REASON_HELP: Final[dict[Reason, str]] = {
 
 RETRYABLE_REASONS: Final = (
     Reason.NON_ZERO_EXIT,
+    Reason.MAX_TURNS,
+    Reason.AGENT_ERROR,
     Reason.DEADLINE_EXCEEDED,
     Reason.OOM_KILLED,
     Reason.IMAGE_ERROR,
@@ -242,9 +269,92 @@ class EnvVar(_Model):
     )
 
 
+ToolRule = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*(\(.*\))?$",
+    ),
+]
+"""A permission rule: a tool name (`Edit`, `mcp__server__tool`) or a tool with a specifier
+(`Bash(git diff:*)`), as Claude Code's `--allowedTools`/`--disallowedTools` take them."""
+
+
+class SecretKeySelector(_Model):
+    """A key of a Secret in the task's namespace."""
+
+    name: ObjectName = Field(description="Name of the Secret.")
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="The key whose value is used.",
+    )
+
+
+class AgentSpec(_Model):
+    """Agent mode: an AI coding agent works on `spec.prompt` in the task's pod, with the tools its
+    permission settings allow, in the pod's scratch directory. Excludes code, command and
+    language."""
+
+    provider: AgentProvider = Field(
+        AgentProvider.CLAUDE, description="The agent: claude (Claude Code, run headless)."
+    )
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9._:@/\[\]]*$",
+        description="Model name or alias, e.g. sonnet or claude-sonnet-4-5. Unset: the agent's "
+        "default.",
+    )
+    allowed_tools: list[ToolRule] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Permission rules the agent may use without asking, e.g. Edit, Write or "
+        "Bash(npm test:*).",
+    )
+    disallowed_tools: list[ToolRule] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Permission rules the agent must not use, e.g. WebFetch or Bash(curl:*); a "
+        "bare tool name removes the tool. Deny wins over allow.",
+    )
+    permission_mode: PermissionMode | None = Field(
+        None,
+        description="The agent's permission mode. Nobody answers permission prompts in a task "
+        "pod, so a tool call that would ask is refused. Unset: default.",
+    )
+    max_turns: int | None = Field(
+        None,
+        ge=1,
+        le=AGENT_MAX_TURNS,
+        description="Stop after this many turns (model round trips); the task then fails with "
+        "reason MaxTurns. Unset: no limit but timeoutSeconds.",
+    )
+    system_prompt: str | None = Field(
+        None,
+        max_length=SYSTEM_PROMPT_MAX_LENGTH,
+        description="Instructions appended to the agent's own system prompt (which carries its "
+        f"tool rules), at most {SYSTEM_PROMPT_MAX_LENGTH} characters.",
+    )
+    api_key_secret_ref: SecretKeySelector = Field(
+        description="The Secret key holding the model API key (ANTHROPIC_API_KEY). Never put "
+        "the key itself in the spec. A missing Secret or key fails the task with reason "
+        "ConfigError.",
+    )
+    input_config_map: ObjectName | None = Field(
+        None,
+        description="A ConfigMap whose keys are copied as files into the agent's working "
+        "directory before it starts. Missing or empty: the task fails with reason StartError.",
+    )
+
+
 class CodeTaskSpec(_Model):
-    """What to run. Either `code` (with `language`), run by the operator's runner image, or
-    `command` (with `image`), run directly in an allowed custom image. Immutable after creation
+    """What to run. Either `code` (with `language`), run by the operator's runner image,
+    `command` (with `image`), run directly in an allowed custom image, or `agent` (with
+    `prompt`), an AI coding agent run by the operator's agent image. Immutable after creation
     except `cancel`, `priority` and `ttlSecondsAfterFinished`."""
 
     language: Language | None = Field(
@@ -255,14 +365,14 @@ class CodeTaskSpec(_Model):
         max_length=CODE_MAX_LENGTH,
         description=f"Inline source, at most {CODE_MAX_LENGTH} characters; code and stdin "
         f"together at most {INPUT_MAX_BYTES} bytes of UTF-8. Delivered to the pod as the file "
-        "/codetask/input/code. Exactly one of code and command.",
+        "/codetask/input/code. Exactly one of code, command and agent.",
     )
     command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
         None,
         min_length=1,
         max_length=256,
         description="Custom-image mode: the container's command (entrypoint), run without the "
-        "runner. Requires `image`. Exactly one of code and command.",
+        "runner. Requires `image`. Exactly one of code, command and agent.",
     )
     image: str | None = Field(
         None,
@@ -331,7 +441,14 @@ class CodeTaskSpec(_Model):
     prompt: str | None = Field(
         None,
         max_length=PROMPT_MAX_LENGTH,
-        description="Free-text description of what the task is for.",
+        description="With `agent`: the task the agent works on, delivered to the pod as the file "
+        f"/codetask/input/prompt (counts toward the {INPUT_MAX_BYTES}-byte input limit). "
+        "Otherwise free text describing what the task is for.",
+    )
+    agent: AgentSpec | None = Field(
+        None,
+        description="Agent mode: run an AI coding agent on `prompt` instead of code. Requires "
+        "prompt and agent.apiKeySecretRef. Exactly one of code, command and agent.",
     )
     labels: dict[str, LabelValue] = Field(
         default_factory=dict,
@@ -379,6 +496,43 @@ class Progress(_Model):
     stage: str | None = Field(None, max_length=256, description="Short name of the current stage.")
     message: str | None = Field(None, max_length=KIB, description="Free text.")
     time: datetime | None = Field(None, description="When the code reported it.")
+
+
+class AgentUsage(_Model):
+    """Tokens the agent's model calls used, as the agent reported them."""
+
+    input_tokens: int | None = Field(None, ge=0, description="Input tokens, not cached.")
+    output_tokens: int | None = Field(None, ge=0, description="Output tokens.")
+    cache_read_input_tokens: int | None = Field(
+        None, ge=0, description="Input tokens read from the prompt cache."
+    )
+    cache_creation_input_tokens: int | None = Field(
+        None, ge=0, description="Input tokens written to the prompt cache."
+    )
+
+
+class AgentReport(_Model):
+    """What the agent reported about its run (agent tasks only)."""
+
+    model: str | None = Field(None, max_length=256, description="The model the agent used.")
+    session_id: str | None = Field(None, max_length=128, description="The agent's session id.")
+    turns: int | None = Field(None, ge=0, description="Turns (model round trips) taken.")
+    tool_calls: int | None = Field(None, ge=0, description="Tool calls the model asked for.")
+    denied_tool_calls: int | None = Field(
+        None,
+        ge=0,
+        description="Tool calls refused by the permission settings: denied by a rule or mode, "
+        "or for a tool not enabled (disallowedTools).",
+    )
+    denied_tools: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Names of the refused tools, each once, in order of the first refusal.",
+    )
+    usage: AgentUsage | None = Field(None, description="Token usage.")
+    cost_usd: float | None = Field(
+        None, ge=0, description="Cost in US dollars as the agent computed it (list prices)."
+    )
 
 
 class AttemptRecord(_Model):
@@ -434,6 +588,10 @@ class CodeTaskStatus(_Model):
         None, ge=0, description="metadata.generation this status is for."
     )
     progress: Progress | None = Field(None, description="Latest progress the code reported.")
+    agent: AgentReport | None = Field(
+        None,
+        description="Agent tasks: turns, tool calls, token usage and cost of the last attempt.",
+    )
     history: list[AttemptRecord] = Field(
         default_factory=list,
         max_length=MAX_RETRIES + 1,

@@ -1,7 +1,8 @@
 """Pure: a CodeTask spec, attempt and settings → the attempt's Job manifest (batch/v1).
 
 The runner's side of the pod is described in docs/runner-contract.md. Custom-image tasks run the
-user's command directly (no runner in their image) under the same lockdown.
+user's command directly (no runner in their image) under the same lockdown; agent tasks run the
+runner in the agent image, which drives the agent instead of an interpreter.
 """
 
 import hashlib
@@ -18,8 +19,12 @@ CONTAINER_NAME: Final = "runner"
 INPUT_DIR: Final = "/codetask/input"
 SCRATCH_DIR: Final = "/scratch"
 RESULT_PATH: Final = "/dev/termination-log"
+FILES_DIR: Final = "/codetask/files"
+"""Agent tasks: the input ConfigMap, which the runner copies into the working directory."""
 CODE_ANNOTATION: Final = "codetask.dev/code"
 STDIN_ANNOTATION: Final = "codetask.dev/stdin"
+PROMPT_ANNOTATION: Final = "codetask.dev/prompt"
+AGENT_API_KEY_ENV: Final = "ANTHROPIC_API_KEY"
 NON_ROOT_ID: Final = 65532
 
 MANAGED_BY: Final = "codetask-operator"
@@ -77,9 +82,12 @@ def owner_reference(task_name: str, task_uid: str) -> dict[str, Any]:
 
 
 def input_annotations(spec: api.CodeTaskSpec) -> dict[str, str]:
-    """The pod annotations that carry the code and stdin (empty in custom-image mode)."""
+    """The pod annotations that carry the code and stdin, or the agent's prompt (empty in
+    custom-image mode)."""
     annotations = {}
-    if spec.code is not None:
+    if spec.agent is not None:
+        annotations[PROMPT_ANNOTATION] = spec.prompt or ""
+    elif spec.code is not None:
         annotations[CODE_ANNOTATION] = spec.code
         if spec.stdin is not None:
             annotations[STDIN_ANNOTATION] = spec.stdin
@@ -114,6 +122,46 @@ def _field(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
+def _runner_env(spec: api.CodeTaskSpec, settings: Settings) -> list[dict[str, Any]]:
+    """What the runner reads in both its modes (code and agent)."""
+    env = [
+        _value("CODETASK_OUTPUT_LIMIT_BYTES", str(spec.output_limit_bytes)),
+        _value("CODETASK_GRACE_SECONDS", str(settings.grace_seconds)),
+        _value("CODETASK_RESULT_PATH", RESULT_PATH),
+        _value("CODETASK_HEARTBEAT_INTERVAL", str(settings.heartbeat_interval_seconds)),
+        _value("CODETASK_HEARTBEAT_TTL", str(settings.heartbeat_ttl_seconds)),
+    ]
+    if settings.redis_url is not None:
+        env.append(_value("REDIS_URL", settings.redis_url))
+    return env
+
+
+def _agent_env(agent: api.AgentSpec) -> list[dict[str, Any]]:
+    """The agent's settings for the runner, and its API key straight from the Secret."""
+    key_ref = {"name": agent.api_key_secret_ref.name, "key": agent.api_key_secret_ref.key}
+    env = [
+        _value("CODETASK_MODE", "agent"),
+        _value("CODETASK_PROMPT_FILE", f"{INPUT_DIR}/prompt"),
+        _value("CODETASK_AGENT_PROVIDER", agent.provider.value),
+        {"name": AGENT_API_KEY_ENV, "valueFrom": {"secretKeyRef": key_ref}},
+    ]
+    if agent.model is not None:
+        env.append(_value("CODETASK_AGENT_MODEL", agent.model))
+    if agent.allowed_tools:
+        env.append(_value("CODETASK_AGENT_ALLOWED_TOOLS", json.dumps(agent.allowed_tools)))
+    if agent.disallowed_tools:
+        env.append(_value("CODETASK_AGENT_DISALLOWED_TOOLS", json.dumps(agent.disallowed_tools)))
+    if agent.permission_mode is not None:
+        env.append(_value("CODETASK_AGENT_PERMISSION_MODE", agent.permission_mode.value))
+    if agent.max_turns is not None:
+        env.append(_value("CODETASK_AGENT_MAX_TURNS", str(agent.max_turns)))
+    if agent.system_prompt is not None:
+        env.append(_value("CODETASK_AGENT_SYSTEM_PROMPT", agent.system_prompt))
+    if agent.input_config_map is not None:
+        env.append(_value("CODETASK_INPUT_FILES_DIR", FILES_DIR))
+    return env
+
+
 def _env(
     task_name: str, namespace: str, spec: api.CodeTaskSpec, attempt: int, settings: Settings
 ) -> list[dict[str, Any]]:
@@ -128,23 +176,19 @@ def _env(
         _value("HOME", SCRATCH_DIR),
         _value("TMPDIR", SCRATCH_DIR),
     ]
-    if spec.code is not None:
+    if spec.agent is not None:
+        env += _agent_env(spec.agent) + _runner_env(spec, settings)
+    elif spec.code is not None:
         if spec.language is None:
             raise ValueError("spec.language: required with spec.code")
         env += [
             _value("CODETASK_LANGUAGE", spec.language.value),
             _value("CODETASK_CODE_FILE", f"{INPUT_DIR}/code"),
             _value("CODETASK_ARGS", json.dumps(spec.args)),
-            _value("CODETASK_OUTPUT_LIMIT_BYTES", str(spec.output_limit_bytes)),
-            _value("CODETASK_GRACE_SECONDS", str(settings.grace_seconds)),
-            _value("CODETASK_RESULT_PATH", RESULT_PATH),
-            _value("CODETASK_HEARTBEAT_INTERVAL", str(settings.heartbeat_interval_seconds)),
-            _value("CODETASK_HEARTBEAT_TTL", str(settings.heartbeat_ttl_seconds)),
+            *_runner_env(spec, settings),
         ]
         if spec.stdin is not None:
             env.append(_value("CODETASK_STDIN_FILE", f"{INPUT_DIR}/stdin"))
-        if settings.redis_url is not None:
-            env.append(_value("REDIS_URL", settings.redis_url))
     return env + [var.model_dump(mode="json", exclude_none=True) for var in spec.env]
 
 
@@ -156,7 +200,12 @@ def _container(
         "name": CONTAINER_NAME,
         "imagePullPolicy": settings.image_pull_policy,
     }
-    if spec.code is not None:
+    if spec.agent is not None:
+        container["image"] = settings.agent_image
+        mounts.insert(0, {"name": "input", "mountPath": INPUT_DIR, "readOnly": True})
+        if spec.agent.input_config_map is not None:
+            mounts.append({"name": "files", "mountPath": FILES_DIR, "readOnly": True})
+    elif spec.code is not None:
         container["image"] = settings.runner_image
         mounts.insert(0, {"name": "input", "mountPath": INPUT_DIR, "readOnly": True})
     else:
@@ -189,6 +238,11 @@ def _volumes(spec: api.CodeTaskSpec, scratch_limit: str) -> list[dict[str, Any]]
     ]
     if items:
         volumes.insert(0, {"name": "input", "downwardAPI": {"items": items, "defaultMode": 0o444}})
+    if spec.agent is not None and spec.agent.input_config_map is not None:
+        # Optional, so a missing ConfigMap does not hold the pod in ContainerCreating until the
+        # deadline: the runner finds no files and fails at once, naming the ConfigMap.
+        config_map = {"name": spec.agent.input_config_map, "optional": True, "defaultMode": 0o444}
+        volumes.append({"name": "files", "configMap": config_map})
     return volumes
 
 

@@ -107,11 +107,29 @@ class _Session:
 
 
 def main() -> int:
-    """Run the code, write the result, return the exit code."""
+    """Run the code (or the agent), write the result, return the exit code."""
     ensure_standard_fds()
     watch = SignalWatch()
     config = Config(os.environ)
     session = _Session(config)
+    if config.mode == "agent":
+        from .agent import run_agent
+
+        outcome = run_agent(config, watch, session)
+    else:
+        outcome = _run_code(config, watch, session)
+    from .result import encode_fitted
+
+    try:
+        with open(config.result_path, "wb") as file:
+            file.write(encode_fitted(outcome))
+    except OSError as exc:
+        log.say(f"warning: cannot write the result to {config.result_path}: {exc.strerror}")
+    session.finish(outcome)
+    return outcome.exit_code
+
+
+def _run_code(config: Config, watch: SignalWatch, session: _Session) -> Outcome:
     ooms_before = oom_kills()
     try:
         argv = command(config, os.environ.get("PATH", os.defpath))
@@ -141,15 +159,7 @@ def main() -> int:
         outcome = from_finished(
             finished, timeout=config.timeout, grace=config.grace, oom_killed=oom_killed
         )
-    from .result import encode_fitted
-
-    try:
-        with open(config.result_path, "wb") as file:
-            file.write(encode_fitted(outcome))
-    except OSError as exc:
-        log.say(f"warning: cannot write the result to {config.result_path}: {exc.strerror}")
-    session.finish(outcome)
-    return outcome.exit_code
+    return outcome
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 INTERPRETERS = {"python": "python3", "node": "node", "bash": "bash", "sh": "sh"}
 """Language → interpreter, looked up on PATH and run as ``INTERPRETER CODEFILE ARGS...``."""
 
+MODES = ("code", "agent")
 PROGRESS_FILE_NAME = ".codetask-progress"
 """The progress file in the workdir; the code gets its path as CODETASK_PROGRESS_FILE."""
 DEFAULT_RESULT_PATH = "/dev/termination-log"
@@ -40,6 +41,7 @@ class Config:
         "heartbeat_interval",
         "heartbeat_ttl",
         "language",
+        "mode",
         "name",
         "namespace",
         "node",
@@ -60,15 +62,21 @@ class Config:
         self.attempt = int(self._number(environ, "CODETASK_ATTEMPT", 1, minimum=1, integer=True))
         self.pod = env("POD_NAME") or os.uname().nodename
         self.node = env("NODE_NAME") or "unknown"
+        self.mode = env("CODETASK_MODE") or "code"  # agent: see agent.py
         self.language = env("CODETASK_LANGUAGE", "")
-        if self.language not in INTERPRETERS:
-            self.errors.append(
-                f"CODETASK_LANGUAGE: must be one of {', '.join(INTERPRETERS)}, "
-                f"got {self.language!r}"
-            )
         code_file = env("CODETASK_CODE_FILE", "")
-        if not code_file:
-            self.errors.append("CODETASK_CODE_FILE: required")
+        if self.mode not in MODES:
+            self.errors.append(
+                f"CODETASK_MODE: must be one of {', '.join(MODES)}, got {self.mode!r}"
+            )
+        elif self.mode == "code":
+            if self.language not in INTERPRETERS:
+                self.errors.append(
+                    f"CODETASK_LANGUAGE: must be one of {', '.join(INTERPRETERS)}, "
+                    f"got {self.language!r}"
+                )
+            if not code_file:
+                self.errors.append("CODETASK_CODE_FILE: required")
         self.code_file = os.path.abspath(code_file) if code_file else ""
         stdin_file = env("CODETASK_STDIN_FILE")
         self.stdin_file = os.path.abspath(stdin_file) if stdin_file else None

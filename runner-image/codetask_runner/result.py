@@ -27,12 +27,15 @@ DEADLINE_EXCEEDED = "DeadlineExceeded"
 TERMINATED = "Terminated"
 START_ERROR = "StartError"
 OOM_KILLED = "OOMKilled"
+MAX_TURNS = "MaxTurns"
+AGENT_ERROR = "AgentError"
 
 
 class Outcome:
     """Everything the result says, before it is encoded."""
 
     __slots__ = (
+        "agent",
         "duration",
         "exit_code",
         "finished_at",
@@ -56,6 +59,7 @@ class Outcome:
         duration: float,
         stdout: Tail,
         stderr: Tail,
+        agent: dict[str, object] | None = None,
     ) -> None:
         self.reason = reason
         self.exit_code = exit_code
@@ -66,6 +70,8 @@ class Outcome:
         self.duration = duration
         self.stdout = stdout
         self.stderr = stderr
+        self.agent = agent
+        """Agent mode: turns, tool calls, usage, cost (docs/runner-contract.md)."""
 
     @property
     def succeeded(self) -> bool:
@@ -181,7 +187,7 @@ def encode_fitted(outcome: Outcome, limit: int = MAX_BYTES) -> bytes:
 def _document(
     outcome: Outcome, stdout: str, stderr: str, out_cut: bool, err_cut: bool
 ) -> dict[str, object]:
-    return {
+    doc: dict[str, object] = {
         "v": 1,
         "exitCode": outcome.exit_code,
         "signal": outcome.signal,
@@ -196,6 +202,9 @@ def _document(
         "stderrBytes": outcome.stderr.total,
         "truncated": {"stdout": out_cut, "stderr": err_cut},
     }
+    if outcome.agent is not None:
+        doc["agent"] = outcome.agent
+    return doc
 
 
 def iso_time(epoch: float) -> str:

@@ -12,10 +12,16 @@ pytestmark = pytest.mark.unit
 SETTINGS = Settings.model_validate({"allowed_images": ["busybox:*", "registry.local/tools/*"]})
 CODE = {"language": "python", "code": "print(1)"}
 IMAGE = {"image": "busybox:1.36", "command": ["sh", "-c", "echo hi"]}
+KEY = {"name": "model-key", "key": "api-key"}
+AGENT = {"prompt": "Fix the failing test.", "agent": {"apiKeySecretRef": KEY}}
 
 
 def code(**fields: Any) -> dict[str, Any]:
     return {**CODE, **fields}
+
+
+def agent(**fields: Any) -> dict[str, Any]:
+    return {**AGENT, "agent": {**AGENT["agent"], **fields}}
 
 
 @pytest.mark.parametrize(
@@ -29,8 +35,24 @@ def code(**fields: Any) -> dict[str, Any]:
         code(code="é" * 64 * 1024, stdin="x" * 60 * 1024),
         IMAGE,
         {"image": "registry.local/tools/jq:1", "command": ["jq"], "args": ["."]},
+        AGENT,
+        {
+            **agent(
+                model="claude-sonnet-4-5",
+                allowedTools=["Read", "Edit", "Bash(npm test:*)", "mcp__github__get_issue"],
+                disallowedTools=["WebFetch"],
+                permissionMode="acceptEdits",
+                maxTurns=20,
+                systemPrompt="Be brief.",
+                inputConfigMap="repo-files",
+            ),
+            "env": [{"name": "ANTHROPIC_BASE_URL", "value": "http://gateway:8080"}],
+            "timeoutSeconds": 600,
+        },
     ],
-    ids=lambda spec: ",".join(sorted(spec)),
+    ids=lambda spec: (
+        ",".join(sorted(spec)) + ("+" + ",".join(sorted(spec["agent"])) if "agent" in spec else "")
+    ),
 )
 def test_good_specs_pass(spec: dict[str, Any]) -> None:
     assert admission.validate(spec, SETTINGS) == []
@@ -98,6 +120,25 @@ def test_good_specs_pass(spec: dict[str, Any]) -> None:
             code(labels={"Example.com/x": "y"}),
             "spec.labels: 'Example.com/x' is not a valid label key",
         ),
+        ({"agent": AGENT["agent"]}, "spec.prompt: required with spec.agent"),
+        ({**AGENT, "prompt": "  \n"}, "spec.prompt: required with spec.agent"),
+        ({"prompt": "x", "agent": {}}, "spec.agent.apiKeySecretRef: required"),
+        (agent(apiKeySecretRef={"name": "k"}), "spec.agent.apiKeySecretRef.key: required"),
+        ({**AGENT, **CODE}, "spec.code: not used with spec.agent"),
+        ({**AGENT, "language": "python"}, "spec.language: not used with spec.agent"),
+        ({**AGENT, **IMAGE}, "spec.command: not used with spec.agent"),
+        ({**AGENT, "args": ["-v"]}, "spec.args: not used with spec.agent"),
+        (
+            {**AGENT, "env": [{"name": "ANTHROPIC_API_KEY", "value": "sk-..."}]},
+            "spec.env[0].name: ANTHROPIC_API_KEY is set from spec.agent.apiKeySecretRef",
+        ),
+        (agent(provider="gpt"), "spec.agent.provider: must be one of"),
+        (agent(permissionMode="yolo"), "spec.agent.permissionMode: must be one of"),
+        (agent(maxTurns=0), "spec.agent.maxTurns: must be ≥ 1"),
+        (agent(allowedTools=["Bash --evil"]), "spec.agent.allowedTools[0]: must match"),
+        (agent(disallowedTools=["-x"]), "spec.agent.disallowedTools[0]: must match"),
+        (agent(systemPrompt="x" * 20000), "spec.agent.systemPrompt: must have at most 16384"),
+        ({**AGENT, "prompt": "x" * 40000}, "spec.prompt: must have at most 32768"),
     ],
 )
 def test_bad_specs_are_refused_naming_the_field(spec: dict[str, Any], expected: str) -> None:

@@ -192,3 +192,50 @@ def test_errors_are_described_briefly(data: dict[str, Any], message: str) -> Non
     with pytest.raises(ValidationError) as caught:
         api.CodeTaskSpec.model_validate(data)
     assert api.describe_error(caught.value.errors()[0]) == message
+
+
+def test_agent_spec_defaults_and_json_names() -> None:
+    spec = api.CodeTaskSpec.model_validate(
+        {
+            "prompt": "Fix it.",
+            "agent": {
+                "apiKeySecretRef": {"name": "model-key", "key": "api-key"},
+                "allowedTools": ["Bash(git diff:*)"],
+                "permissionMode": "acceptEdits",
+                "inputConfigMap": "files",
+            },
+        }
+    )
+    assert spec.agent is not None
+    assert spec.agent.provider is api.AgentProvider.CLAUDE
+    assert (spec.agent.model, spec.agent.max_turns, spec.agent.system_prompt) == (None, None, None)
+    dumped = spec.model_dump(mode="json", exclude_none=True)["agent"]
+    assert dumped == {
+        "provider": "claude",
+        "allowedTools": ["Bash(git diff:*)"],
+        "disallowedTools": [],
+        "permissionMode": "acceptEdits",
+        "apiKeySecretRef": {"name": "model-key", "key": "api-key"},
+        "inputConfigMap": "files",
+    }
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        {},
+        {"apiKeySecretRef": {"name": "k"}},
+        {"apiKeySecretRef": {"name": "k", "key": "a/b"}},
+        {"apiKeySecretRef": {"name": "k", "key": "v"}, "allowedTools": ["Bash(x) extra"]},
+        {"apiKeySecretRef": {"name": "k", "key": "v"}, "maxTurns": 1001},
+        {"apiKeySecretRef": {"name": "k", "key": "v"}, "model": "--help"},
+    ],
+)
+def test_agent_spec_rejects_what_cannot_run(agent: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        api.CodeTaskSpec.model_validate({"prompt": "x", "agent": agent})
+
+
+def test_agent_reasons_are_documented_and_retryable() -> None:
+    for reason in (api.Reason.MAX_TURNS, api.Reason.AGENT_ERROR):
+        assert reason in api.REASON_HELP and reason in api.RETRYABLE_REASONS

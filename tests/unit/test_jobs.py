@@ -27,6 +27,15 @@ def code_spec(**fields: Any) -> api.CodeTaskSpec:
     return api.CodeTaskSpec.model_validate({"language": "python", "code": "print(1)", **fields})
 
 
+def agent_spec(**agent: Any) -> api.CodeTaskSpec:
+    return api.CodeTaskSpec.model_validate(
+        {
+            "prompt": "Fix the failing test.",
+            "agent": {"apiKeySecretRef": {"name": "model-key", "key": "api-key"}, **agent},
+        }
+    )
+
+
 def build(spec: api.CodeTaskSpec | None = None, **overrides: Any) -> dict[str, Any]:
     return jobs.build_job("hello", UID, "team-a", spec or code_spec(), 1, settings(**overrides))
 
@@ -284,8 +293,12 @@ PSS_VOLUME_TYPES = {
 
 @pytest.mark.parametrize(
     "spec",
-    [code_spec(stdin="x"), api.CodeTaskSpec(image="busybox", command=["true"])],
-    ids=["code", "custom-image"],
+    [
+        code_spec(stdin="x"),
+        api.CodeTaskSpec(image="busybox", command=["true"]),
+        agent_spec(inputConfigMap="files"),
+    ],
+    ids=["code", "custom-image", "agent"],
 )
 def test_pod_meets_the_restricted_pod_security_standard(spec: api.CodeTaskSpec) -> None:
     job = build(spec)
@@ -323,3 +336,73 @@ def test_job_for_a_new_uuid_is_distinct_per_attempt() -> None:
     uid = str(uuid.uuid4())
     names = {jobs.job_name("t", uid, attempt) for attempt in range(1, 12)}
     assert len(names) == 11
+
+
+# --- agent tasks ------------------------------------------------------------------------------
+
+
+def test_agent_task_runs_the_agent_image_with_the_prompt_as_a_file() -> None:
+    job = build(agent_spec(), agent_image="registry.local/agent:1")
+    assert container(job)["image"] == "registry.local/agent:1"
+    assert "command" not in container(job)
+    assert job["spec"]["template"]["metadata"]["annotations"] == {
+        "codetask.dev/prompt": "Fix the failing test."
+    }
+    [volume] = [v for v in pod_spec(job)["volumes"] if v["name"] == "input"]
+    assert volume["downwardAPI"]["items"] == [
+        {
+            "path": "prompt",
+            "fieldRef": {"fieldPath": "metadata.annotations['codetask.dev/prompt']"},
+        }
+    ]
+    assert env(job)["CODETASK_PROMPT_FILE"] == "/codetask/input/prompt"
+
+
+def test_agent_key_comes_from_the_secret_and_settings_from_the_spec() -> None:
+    job = build(
+        agent_spec(
+            model="sonnet",
+            allowedTools=["Read", "Bash(npm test:*)"],
+            disallowedTools=["WebFetch"],
+            permissionMode="acceptEdits",
+            maxTurns=8,
+            systemPrompt="Be brief.",
+        ),
+        redis_url="redis://redis:6379/0",
+    )
+    variables = env(job)
+    assert variables["ANTHROPIC_API_KEY"] == {
+        "secretKeyRef": {"name": "model-key", "key": "api-key"}
+    }
+    assert {k: v for k, v in variables.items() if k.startswith("CODETASK_AGENT_")} == {
+        "CODETASK_AGENT_PROVIDER": "claude",
+        "CODETASK_AGENT_MODEL": "sonnet",
+        "CODETASK_AGENT_ALLOWED_TOOLS": json.dumps(["Read", "Bash(npm test:*)"]),
+        "CODETASK_AGENT_DISALLOWED_TOOLS": json.dumps(["WebFetch"]),
+        "CODETASK_AGENT_PERMISSION_MODE": "acceptEdits",
+        "CODETASK_AGENT_MAX_TURNS": "8",
+        "CODETASK_AGENT_SYSTEM_PROMPT": "Be brief.",
+    }
+    assert variables["CODETASK_MODE"] == "agent"
+    assert variables["REDIS_URL"] == "redis://redis:6379/0"
+    assert variables["CODETASK_TIMEOUT_SECONDS"] == "300"
+    assert variables["CODETASK_RESULT_PATH"] == "/dev/termination-log"
+    assert "CODETASK_LANGUAGE" not in variables and "CODETASK_CODE_FILE" not in variables
+
+
+def test_agent_settings_left_unset_are_not_passed() -> None:
+    variables = env(build(agent_spec()))
+    assert {k for k in variables if k.startswith("CODETASK_AGENT_")} == {"CODETASK_AGENT_PROVIDER"}
+    assert "CODETASK_INPUT_FILES_DIR" not in variables
+
+
+def test_agent_input_config_map_is_mounted_optional_and_read_only() -> None:
+    job = build(agent_spec(inputConfigMap="files"))
+    [volume] = [v for v in pod_spec(job)["volumes"] if v["name"] == "files"]
+    assert volume["configMap"] == {"name": "files", "optional": True, "defaultMode": 0o444}
+    assert {"name": "files", "mountPath": "/codetask/files", "readOnly": True} in container(job)[
+        "volumeMounts"
+    ]
+    assert env(job)["CODETASK_INPUT_FILES_DIR"] == "/codetask/files"
+    writable = [m for m in container(job)["volumeMounts"] if not m.get("readOnly")]
+    assert writable == [{"name": "scratch", "mountPath": "/scratch"}]
