@@ -7,7 +7,7 @@ KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 export RUNNER_IMAGE ?= codetask-runner:dev
 export OPERATOR_IMAGE ?= codetask-operator:dev
 
-.PHONY: help venv cluster cluster-down images crds lint unit test test-fast bench demo clean
+.PHONY: help venv cluster cluster-down images crds lint unit test chaos bench demo clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ unit: venv ## Unit tests only (no cluster)
 test: venv ## Everything: lint, unit, integration and e2e tests on a real cluster
 	$(MAKE) lint
 	$(VENV)/bin/pytest
+
+chaos: venv ## The long chaos run: 200 tasks, 10 operator kills (seed printed; CHAOS_SEED to replay)
+	CHAOS_TASKS=$${CHAOS_TASKS:-200} CHAOS_KILLS=$${CHAOS_KILLS:-10} $(VENV)/bin/pytest -s tests/chaos
 
 bench: venv images ## Benchmarks (bench/results/*.json)
 	$(PY) -m bench
