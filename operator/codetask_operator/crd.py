@@ -142,7 +142,7 @@ def custom_resource_definition() -> dict[str, Any]:
                 "plural": api.PLURAL,
                 "singular": "codetask",
                 "shortNames": ["ct"],
-                "categories": ["codetask"],
+                "categories": ["codetask-all"],
             },
             "scope": "Namespaced",
             "versions": [
