@@ -53,6 +53,7 @@ class TaskState:
     position_written_at: float = 0.0
     heartbeat_seen: bool = False
     job_end_seen: float | None = None
+    unready_since: float | None = None
     heartbeat_written_at: float = 0.0
     status_known: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -243,6 +244,16 @@ class Reconciler:
                     await self.kube.delete_job(state.namespace, job_name)
             else:
                 state.pending_since = None
+                if pod.ready is False:
+                    state.unready_since = state.unready_since or time.monotonic()
+                    unready_for = time.monotonic() - state.unready_since
+                    outcome = status.node_lost(
+                        pod, unready_for, self.settings.heartbeat_ttl_seconds
+                    )
+                    if outcome is not None:
+                        await self.kube.delete_job(state.namespace, job_name)
+                else:
+                    state.unready_since = None
         if outcome is not None:
             await self._attempt_ended(state, spec, outcome, pod)
         elif pod is not None:
@@ -493,6 +504,7 @@ class Reconciler:
         state.pending_since = None
         state.heartbeat_seen = False
         state.job_end_seen = None
+        state.unready_since = None
         await self._write(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
 

@@ -129,6 +129,8 @@ class PodView:
     terminated: Obj | None
     evicted: str | None = None
     """The kubelet's message when it evicted the pod (e.g. over its ephemeral-storage limit)."""
+    ready: bool | None = None
+    """The Ready condition; the node controller sets it False when the node stops reporting."""
 
     @classmethod
     def of(cls, pod: Obj) -> PodView:
@@ -155,6 +157,14 @@ class PodView:
             waiting_message=waiting.get("message") or "",
             started_at=running.get("startedAt") or (terminated or {}).get("startedAt"),
             terminated=terminated,
+            ready=next(
+                (
+                    c.get("status") == "True"
+                    for c in status.get("conditions") or []
+                    if c.get("type") == "Ready"
+                ),
+                None,
+            ),
             evicted=(status.get("message") or "evicted")
             if status.get("reason") == "Evicted"
             else None,
@@ -332,6 +342,22 @@ def early_failure(pod: PodView, pending_for: float, grace_seconds: float) -> Out
     if pod.unschedulable:
         return Outcome(Phase.FAILED, Reason.UNSCHEDULABLE, pod.unschedulable)
     return None
+
+
+def node_lost(pod: PodView, unready_for: float, ttl_seconds: float) -> Outcome | None:
+    """A pod whose container was last seen running but which is not Ready: its node stopped
+    reporting (the node controller marks such pods not ready). Lost once that outlasts the
+    heartbeat TTL."""
+    if pod.terminated is not None or pod.started_at is None or pod.ready is not False:
+        return None
+    if unready_for < ttl_seconds:
+        return None
+    return Outcome(
+        Phase.FAILED,
+        Reason.LOST,
+        f"pod {pod.name} on node {pod.node} not ready for {unready_for:.0f}s while running "
+        "(node not ready?)",
+    )
 
 
 def set_condition(

@@ -436,3 +436,17 @@ def test_ended_job_without_a_pod_is_lost_once_settled() -> None:
     ended = job("Failed", "BackoffLimitExceeded")
     outcome = status.attempt_outcome(ended, None, cancel=False, custom_image=False, settle=True)
     assert outcome is not None and (outcome.phase, outcome.reason) == (Phase.FAILED, Reason.LOST)
+
+
+@pytest.mark.parametrize(
+    ("ready", "unready_for", "lost"),
+    [("False", 40, True), ("False", 5, False), ("True", 400, False), (None, 400, False)],
+)
+def test_running_pod_not_ready_past_the_ttl_is_lost(
+    ready: str | None, unready_for: float, lost: bool
+) -> None:
+    body = pod(running=True)
+    if ready is not None:
+        body["status"]["conditions"].append({"type": "Ready", "status": ready})
+    outcome = status.node_lost(view(body), unready_for, ttl_seconds=30)
+    assert (outcome is not None and outcome.reason is Reason.LOST) == lost
