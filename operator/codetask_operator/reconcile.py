@@ -232,6 +232,20 @@ class Reconciler:
         outcome: status.Outcome | None = status.attempt_outcome(
             job, pod, cancel=False, custom_image=spec.command is not None, settle=settle
         )
+        if outcome is None and pod is not None and pod.deleted and status.job_finished(job) is None:
+            # Someone deleted the pod mid-run. Kubernetes 1.20's Job controller would start a
+            # replacement pod (a second run of this attempt): end the attempt and its Job now.
+            if status.deadline_passed(job, _now()):
+                outcome = status.Outcome(
+                    api.Phase.TIMED_OUT,
+                    api.Reason.DEADLINE_EXCEEDED,
+                    "the attempt ran past timeoutSeconds and was stopped",
+                )
+            else:
+                await self.kube.delete_job(state.namespace, job_name)
+                outcome = status.Outcome(
+                    api.Phase.FAILED, api.Reason.LOST, f"pod {pod.name} was deleted while it ran"
+                )
         if outcome is None and pod is not None and pod.terminated is None:
             if pod.started_at is None:
                 if state.pending_since is None:

@@ -180,9 +180,21 @@ def slim(body: Obj) -> dict[str, Any]:
             for key in ("name", "labels", "creationTimestamp", "deletionTimestamp")
             if key in meta
         },
-        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+        "spec": {
+            key: (body.get("spec") or {}).get(key) for key in ("nodeName", "activeDeadlineSeconds")
+        },
         "status": body.get("status") or {},
     }
+
+
+def deadline_passed(job: Obj | None, now: datetime) -> bool:
+    """Whether the Job's activeDeadlineSeconds has run out (its controller then deletes the pod,
+    possibly before its Failed condition is seen)."""
+    deadline = ((job or {}).get("spec") or {}).get("activeDeadlineSeconds")
+    started = parse_time(((job or {}).get("status") or {}).get("startTime"))
+    if deadline is None or started is None:
+        return False
+    return (now - started).total_seconds() >= float(deadline) - 1
 
 
 def job_finished_at(job: Obj | None) -> datetime | None:
@@ -407,7 +419,9 @@ class Context:
 
 
 def running_patch(current: Obj, pod: PodView, ctx: Context) -> dict[str, Any]:
-    """Status of an attempt whose pod exists and has not ended."""
+    """Status of an attempt whose pod exists and has not ended (an ended pod changes nothing)."""
+    if pod.terminated is not None:
+        return {}
     running = pod.started_at is not None and pod.terminated is None
     conditions = current.get("conditions") or []
     if running:

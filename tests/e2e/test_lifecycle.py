@@ -210,3 +210,30 @@ def test_metrics_counters_move(
     assert metric(port, "codetask_tasks_finished_total") == before + 1
     assert metric(port, "codetask_jobs_created_total") == jobs_before + 1
     assert metric(port, 'codetask_tasks{phase="Succeeded"}') >= 1
+
+
+@pytest.mark.usefixtures("operator")
+def test_pod_deleted_mid_run_is_lost_within_30_seconds_and_retried(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    code = (
+        "import os, time\nif os.environ['CODETASK_ATTEMPT'] == '1':\n    time.sleep(300)\n"
+        "print('attempt', os.environ['CODETASK_ATTEMPT'])\n"
+    )
+    create(
+        api_client,
+        namespace,
+        codetask("t", language="python", code=code, retries=1, backoffSeconds=1),
+    )
+    running = wait_for(api_client, namespace, "t", {"Running"})["status"]
+    client.CoreV1Api(api_client).delete_namespaced_pod(running["podName"], namespace)
+    deleted = time.monotonic()
+    retrying = wait_for(api_client, namespace, "t", {"Pending", "Failed"}, timeout=30)["status"]
+    assert time.monotonic() - deleted < 30
+    assert retrying["history"][0]["reason"] == "Lost"
+    status = wait_for(api_client, namespace, "t", timeout=90)["status"]
+    assert (status["phase"], status["attempts"], status["stdout"]) == (
+        "Succeeded",
+        2,
+        "attempt 2\n",
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -450,3 +450,14 @@ def test_running_pod_not_ready_past_the_ttl_is_lost(
         body["status"]["conditions"].append({"type": "Ready", "status": ready})
     outcome = status.node_lost(view(body), unready_for, ttl_seconds=30)
     assert (outcome is not None and outcome.reason is Reason.LOST) == lost
+
+
+@pytest.mark.parametrize(("elapsed", "passed"), [(10, True), (9.2, True), (5, False)])
+def test_deadline_passed_tells_a_deadline_kill_from_a_lost_pod(
+    elapsed: float, passed: bool
+) -> None:
+    started = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
+    body = {"spec": {"activeDeadlineSeconds": 10}, "status": {"startTime": "2026-11-23T12:00:00Z"}}
+    now = started + timedelta(seconds=elapsed)
+    assert status.deadline_passed(status.slim(body | {"metadata": {}}), now) is passed
+    assert status.deadline_passed(None, now) is False
