@@ -19,7 +19,7 @@ from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect
 from codetask_operator.reconcile import Reconciler, Registry, TaskState, guarded
-from codetask_operator.status import job_finished, slim
+from codetask_operator.status import slim
 
 log = logging.getLogger("codetask")
 SELECTOR = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
@@ -123,7 +123,11 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         return
     if event["type"] == "DELETED":
         state.jobs.pop(name, None)
-        if name == state.status.get("jobName"):
+        if name != state.status.get("jobName"):
+            return
+        if state.decided is not None:  # deleted by the operator itself, to end the attempt
+            await guarded(name, _reconciler().reconcile(state))
+        else:
             await guarded(
                 name, _reconciler().lost(state, f"Job {name} was deleted before it ended")
             )
@@ -142,20 +146,10 @@ async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     name = body["metadata"]["name"]
     if state.final:
         return
-    if event["type"] == "DELETED":
-        was_current = (state.current_pod() or {}).get("metadata", {}).get("name") == name
-        job = state.jobs.get(state.status.get("jobName") or "")
-        if was_current and not _job_ended(job):
-            state.pods.pop(name, None)
-            await guarded(name, _reconciler().lost(state, f"pod {name} was deleted while it ran"))
-            return
-    # A deleted pod's last state stays: the Job's end may still need its result or eviction.
+    # A deleted pod's last state stays (its body carries deletionTimestamp): the reconciler tells a
+    # Job deadline from a pod deleted mid-run, and the Job's end may still need its result.
     state.pods[name] = slim(body)
     await guarded(name, _reconciler().reconcile(state))
-
-
-def _job_ended(job: dict[str, Any] | None) -> bool:
-    return job_finished(job) is not None
 
 
 async def _sweep(interval: float) -> None:

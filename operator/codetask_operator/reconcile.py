@@ -25,6 +25,7 @@ from codetask_operator import admission, api, jobs, lifecycle, metrics, status
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, NotOurs
 from codetask_operator.settings import Settings
+from codetask_operator.status import Outcome as PodOutcome
 from codetask_operator.status import PodView
 
 log = logging.getLogger("codetask")
@@ -54,6 +55,8 @@ class TaskState:
     heartbeat_seen: bool = False
     job_end_seen: float | None = None
     unready_since: float | None = None
+    decided: PodOutcome | None = None
+    """How the current attempt ended, once decided: sticky until written, whatever events follow."""
     heartbeat_written_at: float = 0.0
     status_known: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -221,6 +224,9 @@ class Reconciler:
             await self._admit_or_queue(state, spec)
             return
         pod = state.pod_view()
+        if state.decided is not None:
+            await self._attempt_ended(state, spec, state.decided, pod)
+            return
         settle = False
         if status.job_finished(job) is not None:
             # Counted from when this operator saw the end, not from the Job's own timestamp: after a
@@ -242,10 +248,11 @@ class Reconciler:
                     "the attempt ran past timeoutSeconds and was stopped",
                 )
             else:
-                await self.kube.delete_job(state.namespace, job_name)
                 outcome = status.Outcome(
                     api.Phase.FAILED, api.Reason.LOST, f"pod {pod.name} was deleted while it ran"
                 )
+                state.decided = outcome
+                await self.kube.delete_job(state.namespace, job_name)
         if outcome is None and pod is not None and pod.terminated is None:
             if pod.started_at is None:
                 if state.pending_since is None:
@@ -255,6 +262,7 @@ class Reconciler:
                     pod, pending_for, self.settings.pending_grace_seconds
                 )
                 if outcome is not None:
+                    state.decided = outcome
                     await self.kube.delete_job(state.namespace, job_name)
             else:
                 state.pending_since = None
@@ -265,6 +273,7 @@ class Reconciler:
                         pod, unready_for, self.settings.heartbeat_ttl_seconds
                     )
                     if outcome is not None:
+                        state.decided = outcome
                         await self.kube.delete_job(state.namespace, job_name)
                 else:
                     state.unready_since = None
@@ -285,10 +294,11 @@ class Reconciler:
             if state.status.get("reason") == api.Reason.RETRYING:
                 return
             spec = api.CodeTaskSpec.model_validate(state.spec)
+            lost = status.Outcome(api.Phase.FAILED, api.Reason.LOST, message)
+            state.decided = state.decided or lost
             if job_name := state.status.get("jobName"):
                 await self.kube.delete_job(state.namespace, job_name)
-            outcome = status.Outcome(api.Phase.FAILED, api.Reason.LOST, message)
-            await self._attempt_ended(state, spec, outcome, state.pod_view())
+            await self._attempt_ended(state, spec, state.decided, state.pod_view())
 
     async def admit_waiting(self) -> None:
         """Start the queued tasks that fit now; refresh the positions of the others."""
@@ -519,6 +529,7 @@ class Reconciler:
         state.heartbeat_seen = False
         state.job_end_seen = None
         state.unready_since = None
+        state.decided = None
         await self._write(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
 
