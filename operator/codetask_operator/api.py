@@ -126,7 +126,7 @@ REASON_HELP: Final[dict[Reason, str]] = {
     Reason.OOM_KILLED: "(Failed) the container hit its memory limit",
     Reason.IMAGE_ERROR: "(Failed) the image cannot be pulled or is not present",
     Reason.CONFIG_ERROR: "(Failed) the container cannot be created: Secret/ConfigMap missing",
-    Reason.UNSCHEDULABLE: "(Failed) no node can run the pod",
+    Reason.UNSCHEDULABLE: "(Pending) no node can run the pod yet; the attempt still times out",
     Reason.START_ERROR: "(Failed) the runner could not start the code, e.g. interpreter missing",
     Reason.RUNNER_ERROR: "(Failed) the container ended without a readable result",
     Reason.TERMINATED: "(Failed) the pod was stopped by someone else: evicted, preempted, deleted",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -18,7 +18,7 @@ from codetask_operator import api, jobs, metrics
 from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect
-from codetask_operator.reconcile import Reconciler, Registry, TaskState, guarded
+from codetask_operator.reconcile import Reconciler, Registry, guarded
 from codetask_operator.status import slim
 
 log = logging.getLogger("codetask")
@@ -33,15 +33,6 @@ _runtime: dict[str, Any] = {}
 def _reconciler() -> Reconciler:
     reconciler: Reconciler = _runtime["reconciler"]
     return reconciler
-
-
-def _post_event(state: TaskState, type_: str, reason: str, message: str) -> None:
-    kopf.event(
-        kopf.Body(cast(kopf.RawBody, state.body())),
-        type=type_,
-        reason=reason,
-        message=message[:1024],
-    )
 
 
 @kopf.on.startup()
@@ -60,9 +51,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _runtime["client"] = client
     beats = Heartbeats(config.redis_url) if config.redis_url else None
     _runtime["heartbeats"] = beats
-    _runtime["reconciler"] = Reconciler(
-        Kube(client), config, _post_event, registry, heartbeats=beats
-    )
+    _runtime["reconciler"] = Reconciler(Kube(client), config, registry, heartbeats=beats)
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
 
 

@@ -101,6 +101,35 @@ class Kube:
         result: dict[str, Any] = json.loads(await resp.read())
         return result
 
+    async def post_event(
+        self, involved: dict[str, Any], type_: str, reason: str, message: str, now: str
+    ) -> None:
+        """Create a core/v1 Event about `involved` (a minimal object body)."""
+        meta = involved["metadata"]
+        body = {
+            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "codetask-operator"},
+            "reportingComponent": "codetask-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        API_WRITES.labels("create", "events").inc()
+        resp = await _checked(
+            await self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+        )
+        resp.release()
+
     async def delete_task(self, namespace: str, name: str, uid: str) -> None:
         """Delete the CodeTask (only that incarnation of it); its Jobs and pods follow."""
         API_WRITES.labels("delete", "codetasks").inc()

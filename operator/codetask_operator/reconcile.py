@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,9 +29,6 @@ from codetask_operator.status import Outcome as PodOutcome
 from codetask_operator.status import PodView
 
 log = logging.getLogger("codetask")
-
-EventPoster = Callable[["TaskState", str, str, str], None]
-"""(task, type Normal|Warning, reason, message) → posts a Kubernetes Event on the task."""
 
 
 @dataclass
@@ -145,7 +142,6 @@ class Reconciler:
         self,
         kube: Kube,
         settings: Settings,
-        post_event: EventPoster,
         registry: Registry,
         rng: random.Random | None = None,
         heartbeats: Heartbeats | None = None,
@@ -153,7 +149,6 @@ class Reconciler:
         self.kube = kube
         self.heartbeats = heartbeats
         self.settings = settings
-        self.post_event = post_event
         self.registry = registry
         self.rng = rng or random.Random()
         self.admission_lock = asyncio.Lock()
@@ -182,6 +177,14 @@ class Reconciler:
                     state.deleted = True
                     return
                 raise
+
+    def post_event(self, state: TaskState, type_: str, reason: str, message: str) -> None:
+        """Post a Kubernetes Event on the task in the background (`kubectl describe ct`)."""
+        # Seconds precision: core/v1 Event timestamps are metav1.Time.
+        now = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.spawn(
+            f"event {reason}", self.kube.post_event(state.body(), type_, reason, message, now)
+        )
 
     def wake_at(self, state: TaskState, when: datetime) -> None:
         """Reconcile `state` again at `when` (one timer per task; the sweeper is the backstop)."""
@@ -288,6 +291,14 @@ class Reconciler:
 
     async def lost(self, state: TaskState, message: str) -> None:
         """The attempt's Job or pod vanished before it ended."""
+        try:
+            await self._lost(state, message)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            state.deleted = True
+
+    async def _lost(self, state: TaskState, message: str) -> None:
         async with state.lock:
             if state.spec is None or state.final or state.deleted or status.is_final(state.status):
                 return

@@ -338,7 +338,10 @@ def attempt_outcome(
 
 
 def early_failure(pod: PodView, pending_for: float, grace_seconds: float) -> Outcome | None:
-    """Failures visible on a pod that has not run: they would otherwise wait for timeoutSeconds."""
+    """Failures visible on a pod that has not run: they would otherwise wait for timeoutSeconds.
+
+    An unschedulable pod is not one of them: a full cluster frees up (the task stays Pending with
+    reason Unschedulable, and its deadline still runs)."""
     if pod.waiting_reason in IMAGE_ERRORS:
         return Outcome(
             Phase.FAILED,
@@ -351,8 +354,6 @@ def early_failure(pod: PodView, pending_for: float, grace_seconds: float) -> Out
         return Outcome(Phase.FAILED, Reason.CONFIG_ERROR, pod.waiting_message or pod.waiting_reason)
     if pod.waiting_reason in START_ERRORS:
         return Outcome(Phase.FAILED, Reason.START_ERROR, pod.waiting_message or pod.waiting_reason)
-    if pod.unschedulable:
-        return Outcome(Phase.FAILED, Reason.UNSCHEDULABLE, pod.unschedulable)
     return None
 
 
@@ -441,6 +442,12 @@ def running_patch(current: Obj, pod: PodView, ctx: Context) -> dict[str, Any]:
         "nodeName": pod.node,
         "conditions": conditions,
     }
+    if pod.unschedulable and not running:
+        patch["reason"] = str(Reason.UNSCHEDULABLE)
+        patch["message"] = pod.unschedulable
+    elif current.get("reason") == Reason.UNSCHEDULABLE and not running:
+        patch["reason"] = str(Reason.SCHEDULED)
+        patch["message"] = f"scheduled on {pod.node}"
     if running:
         patch["startTime"] = pod.started_at
         patch["message"] = f"running on {pod.node}"

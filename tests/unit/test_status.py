@@ -227,7 +227,7 @@ def test_attempt_outcome(
         (pod(waiting="CreateContainerConfigError"), 30, Reason.CONFIG_ERROR),
         (pod(waiting="RunContainerError"), 30, Reason.START_ERROR),
         (pod(unschedulable=True), 1, None),
-        (pod(unschedulable=True), 30, Reason.UNSCHEDULABLE),
+        (pod(unschedulable=True), 300, None),
         (pod(waiting="ContainerCreating"), 300, None),
     ],
 )
@@ -461,3 +461,15 @@ def test_deadline_passed_tells_a_deadline_kill_from_a_lost_pod(
     now = started + timedelta(seconds=elapsed)
     assert status.deadline_passed(status.slim(body | {"metadata": {}}), now) is passed
     assert status.deadline_passed(None, now) is False
+
+
+def test_unschedulable_pod_keeps_the_task_pending_with_the_schedulers_message() -> None:
+    created = {"phase": "Pending", "reason": "Scheduled", "message": "Job t-abc-1 created"}
+    patch = status.running_patch(created, view(pod(unschedulable=True)), ctx())
+    assert (patch["reason"], patch["message"]) == (
+        "Unschedulable",
+        "0/1 nodes are available: 1 Insufficient memory.",
+    )
+    waiting = {**created, **patch}
+    scheduled = status.running_patch(waiting, view(pod(waiting="ContainerCreating")), ctx())
+    assert (scheduled["reason"], scheduled["message"]) == ("Scheduled", "scheduled on n1")
