@@ -95,8 +95,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices(f"{ENV_PREFIX}POD_NAME", "POD_NAME"),
         description="Start of the Lease holder identity (a random suffix follows).",
     )
-    lease_duration_seconds: int = Field(15, ge=2, le=3600)
-    renew_period_seconds: float = Field(5, gt=0, le=1800)
+    lease_duration_seconds: int = Field(10, ge=2, le=3600)
+    renew_period_seconds: float = Field(3, gt=0, le=1800)
 
     @field_validator("allowed_images", "namespaces", mode="before")
     @classmethod

@@ -120,11 +120,11 @@ def test_settings_are_frozen() -> None:
         loaded.max_running = 3  # type: ignore[misc]
 
 
-def test_leader_election_is_off_by_default_with_client_go_like_timings() -> None:
+def test_leader_election_is_off_by_default_and_a_dead_leader_is_replaced_within_15_s() -> None:
     loaded = settings.load()
     assert loaded.leader_election is False
     assert loaded.lease_name == "codetask-operator"
-    assert (loaded.lease_duration_seconds, loaded.renew_period_seconds) == (15, 5)
+    assert (loaded.lease_duration_seconds, loaded.renew_period_seconds) == (10, 3)
 
 
 def test_lease_namespace_and_pod_name_come_from_the_downward_api(
