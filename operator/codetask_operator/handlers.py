@@ -112,14 +112,10 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         return
     if event["type"] == "DELETED":
         state.jobs.pop(name, None)
-        if name != state.status.get("jobName"):
-            return
-        if state.decided is not None:  # deleted by the operator itself, to end the attempt
+        if name == state.status.get("jobName"):
+            # Lost only if it stays gone: the sweeper gives a missing Job MISSING_JOB_GRACE_SECONDS,
+            # so an end the operator decided itself (it deletes the Job) is written first.
             await guarded(name, _reconciler().reconcile(state))
-        else:
-            await guarded(
-                name, _reconciler().lost(state, f"Job {name} was deleted before it ended")
-            )
         return
     state.jobs[name] = slim(body)
     await guarded(name, _reconciler().reconcile(state))

@@ -241,7 +241,13 @@ class Reconciler:
         outcome: status.Outcome | None = status.attempt_outcome(
             job, pod, cancel=False, custom_image=spec.command is not None, settle=settle
         )
-        if outcome is None and pod is not None and pod.deleted and status.job_finished(job) is None:
+        if (
+            outcome is None
+            and job is not None
+            and pod is not None
+            and pod.deleted
+            and status.job_finished(job) is None
+        ):
             # Someone deleted the pod mid-run. Kubernetes 1.20's Job controller would start a
             # replacement pod (a second run of this attempt): end the attempt and its Job now.
             if status.deadline_passed(job, _now()):
