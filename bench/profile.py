@@ -1,0 +1,140 @@
+"""Where the time goes: py-spy samples of the operator, CPU seconds of every process involved."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CLUSTER_PIDS = Path(os.environ.get("CODETASK_CLUSTER_STATE", "/var/lib/codetask-cluster")) / "pids"
+COMPONENTS = (
+    "kube-apiserver",
+    "etcd",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "containerd",
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def component_cpu() -> dict[str, float]:
+    """CPU seconds so far of the local cluster's processes (those whose PID file exists)."""
+    out = {}
+    for name in COMPONENTS:
+        with contextlib.suppress(OSError, ValueError):
+            out[name] = cpu_seconds(int((CLUSTER_PIDS / f"{name}.pid").read_text()))
+    return out
+
+
+class CpuMeter:
+    """CPU seconds the cluster, the operator and this process spent from creation to `stop`."""
+
+    def __init__(self, operator_pid: int) -> None:
+        self.pids = {"operator": operator_pid, "benchmark client": os.getpid()}
+        self._before = self._now()
+
+    def _now(self) -> dict[str, float]:
+        out = component_cpu()
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError):  # it exited
+                out[name] = cpu_seconds(pid)
+        return out
+
+    def stop(self) -> dict[str, float]:
+        after = self._now()
+        return {k: round(after[k] - self._before[k], 2) for k in after if k in self._before}
+
+
+BUCKETS = (
+    ("kopf index handlers", ("index_resource (kopf",)),
+    ("Event posting (kopf.event)", ("_poster_worker (kopf", "post_event (kopf")),
+    ("operator: API calls (kubernetes_asyncio, aiohttp)", ("Kube.",)),
+    ("operator: its own logic", ("codetask_operator/",)),
+    ("kopf: per-event processing", ("process_resource_event (kopf",)),
+    ("kopf: watch streams", ("watcher (kopf", "continuous_watch (kopf", "infinite_watch (kopf")),
+)
+"""Where a sample goes: the first bucket with a frame containing one of its markers."""
+
+
+def buckets(folded: str) -> dict[str, int]:
+    """Samples per BUCKETS entry (the rest under `other`), from py-spy's folded output."""
+    out: dict[str, int] = {name: 0 for name, _ in BUCKETS}
+    out["other"] = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        name = next(
+            (name for name, markers in BUCKETS if any(m in stack for m in markers)), "other"
+        )
+        out[name] += int(count)
+    return out
+
+
+def summarize(folded: str, top: int = 15) -> dict[str, Any]:
+    """py-spy's raw (folded) output → samples, and the busiest frames by self and total samples."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in dict.fromkeys(frames):  # each frame once per stack, in a stable order
+            total[frame] += n
+    return {
+        "samples": samples,
+        "buckets": buckets(folded),
+        "self": own.most_common(top),
+        "total": total.most_common(top),
+    }
+
+
+def _py_spy() -> str | None:
+    return shutil.which("py-spy") or next(
+        (str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None
+    )
+
+
+@contextlib.contextmanager
+def record(pid: int, path: Path, enabled: bool) -> Iterator[dict[str, Any]]:
+    """py-spy samples `pid` while the block runs (if `enabled`); the dict gets the summary."""
+    summary: dict[str, Any] = {}
+    exe = _py_spy() if enabled else None
+    if enabled and exe is None:
+        summary["error"] = "py-spy is not installed (.venv/bin/pip install py-spy)"
+    if exe is None:
+        yield summary
+        return
+    argv = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(path)]
+    proc = subprocess.Popen(
+        [*argv, "--rate", "100", "--nolineno", "--gil"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield summary
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        if path.exists():
+            summary.update(summarize(path.read_text()), file=str(path))
