@@ -18,7 +18,7 @@ from codetask_operator import api, jobs, metrics
 from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect
-from codetask_operator.reconcile import Reconciler, Registry, guarded
+from codetask_operator.reconcile import Reconciler, Registry, TaskState, guarded
 from codetask_operator.status import slim
 
 log = logging.getLogger("codetask")
@@ -100,16 +100,22 @@ async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
     await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
 
 
+def _unfinished_owner(body: kopf.Body) -> TaskState | None:
+    """The state of the task a Job or pod belongs to (by its task-uid label), unless finished."""
+    uid = (body["metadata"].get("labels") or {}).get(jobs.LABEL_TASK_UID)
+    if not uid:
+        return None
+    state = registry.get(uid)
+    return None if state.final else state
+
+
 @kopf.on.event("batch", "v1", "jobs", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="job")
 async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """One of our Jobs changed."""
-    uid = (body["metadata"].get("labels") or {}).get(jobs.LABEL_TASK_UID)
-    if not uid:
+    state = _unfinished_owner(body)
+    if state is None:
         return
-    state = registry.get(uid)
     name = body["metadata"]["name"]
-    if state.final:
-        return
     if event["type"] == "DELETED":
         state.jobs.pop(name, None)
         if name == state.status.get("jobName"):
@@ -124,13 +130,10 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
 @kopf.on.event("", "v1", "pods", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="pod")
 async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """One of our pods changed."""
-    uid = (body["metadata"].get("labels") or {}).get(jobs.LABEL_TASK_UID)
-    if not uid:
+    state = _unfinished_owner(body)
+    if state is None:
         return
-    state = registry.get(uid)
     name = body["metadata"]["name"]
-    if state.final:
-        return
     # A deleted pod's last state stays (its body carries deletionTimestamp): the reconciler tells a
     # Job deadline from a pod deleted mid-run, and the Job's end may still need its result.
     state.pods[name] = slim(body)
