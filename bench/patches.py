@@ -22,7 +22,12 @@ from typing import Any
 import kopf
 
 from codetask_operator import __main__ as operator_main  # type: ignore[import-not-found, unused-ignore]
-from codetask_operator import api, handlers, jobs, status  # type: ignore[import-not-found, unused-ignore]
+from codetask_operator import (  # type: ignore[import-not-found, unused-ignore]
+    api,
+    handlers,  # noqa: F401  (registers the handlers: `no-index` removes the indexes among them)
+    jobs,
+    status,
+)
 from codetask_operator import reconcile as rec  # type: ignore[import-not-found, unused-ignore]
 
 QUIET_EVENTS = frozenset({str(api.Reason.SCHEDULED), str(api.Reason.STARTED)})
@@ -48,13 +53,13 @@ def _hold_pending() -> None:
 
 
 def _fewer_events(quiet: Callable[[str, str], bool]) -> None:
-    post_event = handlers._post_event
+    post_event = rec.Reconciler.post_event
 
-    def post_some(state: Any, type_: str, reason: str, message: str) -> None:
+    def post_some(self: Any, state: Any, type_: str, reason: str, message: str) -> None:
         if not quiet(type_, reason):
-            post_event(state, type_, reason, message)
+            post_event(self, state, type_, reason, message)
 
-    handlers._post_event = post_some
+    rec.Reconciler.post_event = post_some
 
 
 def _no_trust_env() -> None:
@@ -96,7 +101,7 @@ def _slim_final() -> None:
 
 
 def _patch(name: str) -> None:
-    if name == "no-index":
+    if name == "no-index":  # the handlers module registered them on import
         kopf.get_default_registry()._indexing._handlers.clear()
     elif name == "hold-pending":
         _hold_pending()

@@ -62,9 +62,15 @@ class CpuMeter:
 
 BUCKETS = (
     ("kopf index handlers", ("index_resource (kopf",)),
-    ("Event posting (kopf.event)", ("_poster_worker (kopf", "post_event (kopf")),
+    ("Event posting by kopf", ("_poster_worker (kopf", "post_event (kopf")),
     ("operator: API calls (kubernetes_asyncio, aiohttp)", ("Kube.",)),
-    ("operator: its own logic", ("codetask_operator/",)),
+    (
+        "operator: its own logic",
+        tuple(
+            f"(codetask_operator/{m}.py)"
+            for m in ("handlers", "reconcile", "status", "jobs", "admission", "api", "lifecycle")
+        ),
+    ),
     ("kopf: per-event processing", ("process_resource_event (kopf",)),
     ("kopf: watch streams", ("watcher (kopf", "continuous_watch (kopf", "infinite_watch (kopf")),
 )

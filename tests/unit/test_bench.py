@@ -171,13 +171,14 @@ def test_profile_summary_counts_self_and_total_samples_per_frame() -> None:
 
 
 def test_profile_buckets_put_each_sample_in_the_first_matching_bucket() -> None:
+    root = "main (codetask_operator/__main__.py);process_resource_event (kopf/x.py)"
     folded = "\n".join(
         [
-            "run (asyncio);process_resource_event (kopf/x.py);index_resource (kopf/y.py) 3",
-            "run (asyncio);process_resource_event (kopf/x.py);Kube.create_job (codetask_op/k.py) 5",
-            "run (asyncio);process_resource_event (kopf/x.py);reconcile (codetask_operator/r.py) 2",
-            "run (asyncio);process_resource_event (kopf/x.py) 4",
-            "run (asyncio);select (selectors.py) 1",
+            f"{root};index_resource (kopf/y.py) 3",
+            f"{root};reconcile (codetask_operator/reconcile.py);Kube.create_job (k.py) 5",
+            f"{root};reconcile (codetask_operator/reconcile.py) 2",
+            f"{root} 4",
+            "main (codetask_operator/__main__.py);select (selectors.py) 1",
         ]
     )
     b = buckets(folded)
