@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from bench import audit
 from bench.cluster import PLURAL
 from bench.harness import Context, codetask, raw_job
+from bench.profile import EtcdMeter
 from bench.report import Figure, Result
 from bench.watch import Watcher
 
@@ -41,9 +42,11 @@ def run(ctx: Context) -> Result:
         warm.wait_count(1, timeout=60)
         warm.stop()
 
+        raw_etcd = EtcdMeter()
         raw_seconds = _burst(
             n, lambda i: ctx.create_job(ns_raw, raw_job(f"raw-{i:04d}", ["true"], pods=False))
         )
+        raw_etcd_requests = raw_etcd.stop()
         time.sleep(2)
         mark = ctx.audit.mark()
         jobs = Watcher(ctx.batch().list_namespaced_job, ns).start()
@@ -89,6 +92,7 @@ def run(ctx: Context) -> Result:
             "task_create_rate_per_second": round(n / created_seconds, 1),
             "raw_seconds": round(raw_seconds, 2),
             **spent,
+            "raw_burst_api_server_etcd_requests": raw_etcd_requests,
             "operator_writes": dict(audit.count_writes(entries, ctx.identity.user).most_common()),
             "seconds_first_to_last_job_create_audit": round(
                 (job_creates[-1] - job_creates[0]).total_seconds(), 2

@@ -16,7 +16,7 @@ from bench import profile
 from bench.audit import AuditLog
 from bench.cluster import AUDIT_LOG, GROUP, PLURAL, VERSION, Identity, Run
 from bench.operator_process import Operator
-from bench.profile import CpuMeter
+from bench.profile import CpuMeter, EtcdMeter
 
 RUNNER_IMAGE = "codetask-runner:dev"
 
@@ -36,12 +36,14 @@ class Context:
 
     @contextlib.contextmanager
     def measure(self, op: Operator, name: str) -> Iterator[dict[str, Any]]:
-        """CPU seconds of every process involved (and py-spy samples with --profile) meanwhile."""
-        meter = CpuMeter(op.pid)
+        """CPU seconds of every process involved, the API server's etcd latency, and py-spy
+        samples (with --profile) while the block runs."""
+        meter, etcd = CpuMeter(op.pid), EtcdMeter()
         with profile.record(op.pid, self.logs / f"{name}.folded", self.profile) as samples:
             found: dict[str, Any] = {}
             yield found
         found["cpu_seconds"] = meter.stop()
+        found["api_server_etcd_requests"] = etcd.stop()
         if samples:
             found["profile"] = samples
 

@@ -92,6 +92,48 @@ def buckets(folded: str) -> dict[str, int]:
     return out
 
 
+def _etcd_requests() -> dict[str, tuple[float, float]]:
+    """(seconds, count) the API server spent in etcd requests so far, by `operation type`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bench.cluster import KUBECONFIG, kubectl
+
+    text = subprocess.run(
+        [kubectl(), "--kubeconfig", str(KUBECONFIG), "get", "--raw", "/metrics"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    out: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "etcd_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            key = f"{sample.labels.get('operation')} {sample.labels.get('type')}"
+            total, count = out.get(key, (0.0, 0.0))
+            if sample.name.endswith("_sum"):
+                out[key] = (sample.value, count)
+            elif sample.name.endswith("_count"):
+                out[key] = (total, sample.value)
+    return out
+
+
+class EtcdMeter:
+    """Mean latency of the API server's etcd requests between creation and `stop`."""
+
+    def __init__(self) -> None:
+        self._before = _etcd_requests()
+
+    def stop(self, least: int = 50) -> dict[str, dict[str, float]]:
+        """`operation type` → requests and mean ms, for those with at least `least` requests."""
+        out = {}
+        for key, (total, count) in _etcd_requests().items():
+            total0, count0 = self._before.get(key, (0.0, 0.0))
+            if count - count0 >= least:
+                n = count - count0
+                out[key] = {"requests": n, "mean_ms": round(1000 * (total - total0) / n, 1)}
+        return out
+
+
 def summarize(folded: str, top: int = 15) -> dict[str, Any]:
     """py-spy's raw (folded) output → samples, and the busiest frames by self and total samples."""
     own: Counter[str] = Counter()
