@@ -69,18 +69,6 @@ async def cleanup(**_: Any) -> None:
         await beats.close()
 
 
-@kopf.index(api.GROUP, api.VERSION, api.PLURAL, id="tasks-listed")
-@kopf.index(
-    "batch", "v1", "jobs", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="jobs-listed"
-)
-@kopf.index("", "v1", "pods", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="pods-listed")
-def listed(uid: str, **_: Any) -> dict[str, None]:
-    """Indexes only for their side effect: kopf holds every handler until all CodeTasks, Jobs and
-    pods are listed, so after a restart limits count every task and no ended Job is judged
-    before its pod is known."""
-    return {uid: None}
-
-
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="codetask")
 async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """A CodeTask appeared, changed or went away."""
