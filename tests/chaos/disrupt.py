@@ -89,7 +89,11 @@ class Restart:
 
 
 def restart(
-    component: str, stop_for: float = 0, signal: str = "TERM", timeout: float = 120
+    component: str,
+    stop_for: float = 0,
+    signal: str = "TERM",
+    grace: float = 30,
+    timeout: float = 120,
 ) -> Restart:
     """Stop `component` of the local cluster, start it again as it ran, wait until healthy.
 
@@ -103,6 +107,8 @@ def restart(
             str(stop_for),
             "--signal",
             signal,
+            "--grace",
+            str(grace),
             "--timeout",
             str(timeout),
         ],
