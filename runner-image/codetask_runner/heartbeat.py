@@ -30,6 +30,11 @@ FINAL_WAIT = 1.0
 PROGRESS_INTERVAL = 1.0
 """At most one progress write per this many seconds."""
 RESULT_TTL = 86400
+FINISHED_TTL = 300
+"""The last heartbeat, written with the result, lives this long (seconds): the runner has ended,
+not died, and its pod's result reaches the API once the kubelet reports it — which may be a while
+on a node that stopped reporting (Kubernetes evicts such pods after 300 s by default). Until then
+the operator must not take the silence for a lost runner."""
 RESULTS_KEEP = 1000
 RESULTS_KEY = "codetask:results"
 
@@ -165,6 +170,7 @@ class Reporter:
         if progress is not None:
             pipe.set(self.progress_key, progress, ex=RESULT_TTL)
         pipe.set(self.result_key, final.result, ex=RESULT_TTL)
+        pipe.setex(self.heartbeat_key, max(self._ttl, FINISHED_TTL), iso_time(time.time()))
         pipe.lpush(RESULTS_KEY, final.entry)
         pipe.ltrim(RESULTS_KEY, 0, RESULTS_KEEP - 1)
         if not self._started_counted:

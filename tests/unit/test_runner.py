@@ -603,6 +603,18 @@ def test_heartbeat_and_runner_hash_live_with_ttl_while_the_code_runs(
     assert result.runner_lines == []
 
 
+def test_heartbeat_outlives_the_ttl_after_the_end_so_a_finished_runner_is_not_lost(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    names = _names()
+    result = run(tmp_path, "print('hi')\n", REDIS_URL=redis_server.url, **names)
+    key = f"codetask:{names['CODETASK_NAMESPACE']}:t:heartbeat"
+
+    assert result.exit_code == 0
+    assert redis_server.client.get(key)
+    assert 30 < redis_server.client.ttl(key) <= 300
+
+
 def test_result_results_list_and_node_stats_land_in_redis(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
