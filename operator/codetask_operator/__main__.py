@@ -11,7 +11,7 @@ import kopf
 
 from codetask_operator import leader, webhook
 from codetask_operator import settings as settings_mod
-from codetask_operator.kube import connect
+from codetask_operator.kube import connect, login
 
 
 def main() -> int:
@@ -59,7 +59,7 @@ def _standby_registry(
     config: settings_mod.Settings, elector: leader.Elector
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    kopf.on.login(registry=registry)(kopf.login_via_async_client)
+    kopf.on.login(registry=registry)(login)
 
     @kopf.on.cleanup(id="stand-down", registry=registry)
     async def stand_down(**_: Any) -> None:
@@ -72,9 +72,9 @@ def _standby_registry(
 
 
 def _operator_registry(config: settings_mod.Settings) -> kopf.OperatorRegistry:
-    from codetask_operator import handlers  # noqa: F401  (registers the handlers)
+    from codetask_operator import handlers
 
-    registry = kopf.get_default_registry()
+    registry = handlers.HANDLERS
     if config.webhook_enabled:
         webhook.register(registry, config)
     return registry

@@ -17,8 +17,8 @@ import kopf
 from codetask_operator import api, jobs, metrics
 from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
-from codetask_operator.kube import Kube, connect
-from codetask_operator.reconcile import Reconciler, Registry, TaskState, guarded
+from codetask_operator.kube import Kube, connect, login
+from codetask_operator.reconcile import Reconciler, Registry, TaskState, final_spec, guarded
 from codetask_operator.status import slim
 
 log = logging.getLogger("codetask")
@@ -27,6 +27,10 @@ MISSING_JOB_GRACE_SECONDS = 10.0
 """A Job missing from the watch this long is gone, not just not listed or echoed yet."""
 
 registry = Registry()
+HANDLERS = kopf.OperatorRegistry()
+"""kopf's registry for this module: a plain one, so kopf probes for no client library to log in
+with (importing one costs ~35 MB); it logs in as the operator's own calls do."""
+kopf.on.login(registry=HANDLERS)(login)
 _runtime: dict[str, Any] = {}
 
 
@@ -35,7 +39,7 @@ def _reconciler() -> Reconciler:
     return reconciler
 
 
-@kopf.on.startup()
+@kopf.on.startup(registry=HANDLERS)
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Configure kopf for low API cost and memory, connect, and start the sweeper."""
     config = settings_mod.load()
@@ -55,7 +59,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
 
 
-@kopf.on.cleanup()
+@kopf.on.cleanup(registry=HANDLERS)
 async def cleanup(**_: Any) -> None:
     """Stop the sweeper and close the API client."""
     sweeper = _runtime.pop("sweeper", None)
@@ -69,7 +73,7 @@ async def cleanup(**_: Any) -> None:
         await beats.close()
 
 
-@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="codetask")
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL, id="codetask", registry=HANDLERS)
 async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """A CodeTask appeared, changed or went away."""
     meta = body["metadata"]
@@ -80,7 +84,8 @@ async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
     state.namespace, state.name = meta["namespace"], meta["name"]
     state.generation = meta.get("generation")
     state.created = meta.get("creationTimestamp")
-    state.spec = dict(body.get("spec") or {})
+    spec = dict(body.get("spec") or {})
+    state.spec = final_spec(spec) if state.final else spec
     if not state.status_known:
         # After the first sight the operator's own writes are the truth: an event may be older.
         state.status = dict(body.get("status") or {})
@@ -97,7 +102,14 @@ def _unfinished_owner(body: kopf.Body) -> TaskState | None:
     return None if state.final else state
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="job")
+@kopf.on.event(
+    "batch",
+    "v1",
+    "jobs",
+    labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY},
+    id="job",
+    registry=HANDLERS,
+)
 async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """One of our Jobs changed."""
     state = _unfinished_owner(body)
@@ -115,7 +127,9 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     await guarded(name, _reconciler().reconcile(state))
 
 
-@kopf.on.event("", "v1", "pods", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="pod")
+@kopf.on.event(
+    "", "v1", "pods", labels={jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY}, id="pod", registry=HANDLERS
+)
 async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """One of our pods changed."""
     state = _unfinished_owner(body)

@@ -25,10 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, NoReturn
 
-import aiohttp
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
+from codetask_operator.kube import ApiClient, ApiError
 from codetask_operator.settings import Settings
 
 log = logging.getLogger("codetask.leader")
@@ -104,7 +101,7 @@ class LeaseHeld(Exception):
         self.holder, self.wait = holder, wait
 
 
-_TRANSIENT: Final = (ApiException, aiohttp.ClientError, TimeoutError)
+_TRANSIENT: Final = (ApiError, TimeoutError)
 
 
 def _exit(message: str) -> NoReturn:
@@ -115,7 +112,7 @@ def _exit(message: str) -> NoReturn:
 class Elector:
     """Acquires the Lease, then keeps it until the process ends or loses it."""
 
-    def __init__(self, api_client: client.ApiClient, config: Settings) -> None:
+    def __init__(self, api_client: ApiClient, config: Settings) -> None:
         assert config.lease_namespace, "settings require it with leader election"
         self.identity = f"{config.pod_name}-{secrets.token_hex(3)}"
         self.name, self.namespace = config.lease_name, config.lease_namespace
@@ -127,7 +124,7 @@ class Elector:
         """Set once the Lease is ours, or once `stand_down` gave up waiting for it."""
         self._standing_down = False
         self._api = api_client
-        self._leases = client.CoordinationV1Api(api_client)
+        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
         self._seen: Observation | None = None
         self._last: Mapping[str, Any] = {}
         """The Lease spec last read: a Lease deleted under us still binds until it would expire."""
@@ -215,7 +212,7 @@ class Elector:
         self._deadline = started + self.duration - self.period
 
     def _warn(self, exc: Exception) -> None:
-        if not (isinstance(exc, ApiException) and exc.status == 409):  # another writer won
+        if not (isinstance(exc, ApiError) and exc.status == 409):  # another writer won
             log.warning("lease %s/%s: %r", self.namespace, self.name, exc)
 
     def _watchdog(self) -> None:
@@ -227,22 +224,18 @@ class Elector:
 
     async def _read(self) -> dict[str, Any] | None:
         try:
-            lease = await self._leases.read_namespaced_lease(
-                self.name, self.namespace, _request_timeout=self.period
-            )
-        except ApiException as exc:
+            return await self._call("GET", f"{self._path}/{self.name}")
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-        body: dict[str, Any] = self._api.sanitize_for_serialization(lease)
-        return body
 
     async def _create(self, body: dict[str, Any]) -> None:
-        await self._leases.create_namespaced_lease(
-            self.namespace, body, _request_timeout=self.period
-        )
+        await self._call("POST", self._path, body)
 
     async def _replace(self, lease: dict[str, Any]) -> None:
-        await self._leases.replace_namespaced_lease(
-            self.name, self.namespace, lease, _request_timeout=self.period
-        )
+        await self._call("PUT", f"{self._path}/{self.name}", lease)
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        # No retries inside a call: the loops above retry within the Lease's own deadlines.
+        return await self._api.request(method, path, body, timeout=self.period, retry=False)

@@ -22,6 +22,9 @@ DURATION = Histogram(
 RETRIES = Counter("codetask_retries", "Attempts that failed and were retried.")
 RECONCILE_ERRORS = Counter("codetask_reconcile_errors", "Reconciliations that raised.")
 API_WRITES = Counter("codetask_api_writes", "API writes the operator made.", ["verb", "resource"])
+API_RETRIES = Counter(
+    "codetask_api_retries", "API calls retried, by the status that caused it.", ["status"]
+)
 
 
 class PhaseCollector(Collector):
@@ -37,7 +40,14 @@ class PhaseCollector(Collector):
         yield family
 
 
+_serving: list[int] = []
+
+
 def serve(port: int, phases: Callable[[], Iterable[str | None]]) -> None:
-    """Start the /metrics server and register the phase gauge."""
+    """Start the /metrics server and register the phase gauge, once (kopf retries a failed
+    start-up handler, which calls this again)."""
+    if _serving:
+        return
     REGISTRY.register(PhaseCollector(phases))
     start_http_server(port)
+    _serving.append(port)

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from codetask_operator import admission, api, jobs, lifecycle, metrics, status
 from codetask_operator.heartbeats import Heartbeats
-from codetask_operator.kube import Kube, NotOurs
+from codetask_operator.kube import ApiError, Kube, NotOurs
 from codetask_operator.settings import Settings
 from codetask_operator.status import Outcome as PodOutcome
 from codetask_operator.status import PodView
@@ -78,15 +77,28 @@ class TaskState:
         return pods[0] if pods else None
 
     def finished(self) -> None:
-        """Mark the task final; its Jobs' and pods' bodies are no longer needed."""
+        """Mark the task final and keep only what a final task still needs (its TTL and a summary
+        of its status): with thousands of finished tasks, their specs and outputs add up."""
         self.final = True
         self.jobs.clear()
         self.pods.clear()
+        self.spec = final_spec(self.spec or {})
+        self.status = {k: self.status[k] for k in FINAL_STATUS_FIELDS if k in self.status}
 
     def pod_view(self) -> PodView | None:
         """The current pod, as the phase machine sees it."""
         pod = self.current_pod()
         return status.PodView.of(pod) if pod else None
+
+
+FINAL_SPEC_FIELDS = ("ttlSecondsAfterFinished",)
+FINAL_STATUS_FIELDS = ("phase", "reason", "completionTime", "durationSeconds")
+"""What the operator still reads of a finished task: when to delete it, and the phase gauge."""
+
+
+def final_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The part of a finished task's spec the operator still reads."""
+    return {k: spec[k] for k in FINAL_SPEC_FIELDS if k in spec}
 
 
 class Registry:
@@ -172,14 +184,17 @@ class Reconciler:
                     await self._expire_if_due(state)
                 else:
                     await self._reconcile(state)
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status == 404:
                     state.deleted = True
                     return
                 raise
 
     def post_event(self, state: TaskState, type_: str, reason: str, message: str) -> None:
-        """Post a Kubernetes Event on the task in the background (`kubectl describe ct`)."""
+        """Post a Kubernetes Event on the task in the background (`kubectl describe ct`);
+        Normal ones only with `events: all` (each is an API write)."""
+        if type_ == "Normal" and self.settings.events != "all":
+            return
         # Seconds precision: core/v1 Event timestamps are metav1.Time.
         now = _now().strftime("%Y-%m-%dT%H:%M:%SZ")
         self.spawn(
@@ -299,7 +314,7 @@ class Reconciler:
         """The attempt's Job or pod vanished before it ended."""
         try:
             await self._lost(state, message)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 404:
                 raise
             state.deleted = True
@@ -511,7 +526,7 @@ class Reconciler:
         except NotOurs as exc:
             await self._invalid(state, str(exc))
             return
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status in (400, 403, 422):
                 await self._invalid(
                     state, f"Kubernetes rejected the Job: {exc.reason}: {exc.body!s}"

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     )
 
     log_format: Literal["json", "plain", "full"] = "json"
+    events: Literal["warnings", "all"] = Field(
+        "warnings",
+        description="Kubernetes Events posted on tasks: failures and retries only, or also the "
+        "Normal ones (Queued, Scheduled, Started, Succeeded, Cancelled): one API write each.",
+    )
     metrics_port: int = Field(8000, ge=1, le=65535)
     health_port: int = Field(8080, ge=1, le=65535)
 

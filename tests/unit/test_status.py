@@ -285,12 +285,10 @@ def test_running_patch_reports_pod_node_and_start_then_changes_nothing_twice() -
     assert status.running_patch(patch, p, ctx()) == {}
 
 
-def test_pending_pod_records_pod_and_node_without_rewriting_the_message_per_event() -> None:
+@pytest.mark.parametrize("waiting", ["ContainerCreating", "PodInitializing", None])
+def test_a_schedulable_pending_pod_writes_nothing(waiting: str | None) -> None:
     created = {"phase": "Pending", "reason": "Scheduled", "message": "Job t-abc-1 created"}
-    patch = status.running_patch(created, view(pod(waiting="ContainerCreating")), ctx())
-    assert patch == {"podName": "t-abc-1-xyz", "nodeName": "n1", "conditions": []}
-    later = {**created, **patch}
-    assert status.running_patch(later, view(pod(waiting="PodInitializing")), ctx()) == {}
+    assert status.running_patch(created, view(pod(waiting=waiting)), ctx()) == {}
 
 
 def test_set_condition_moves_transition_time_only_on_status_change() -> None:
