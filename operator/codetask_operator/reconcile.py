@@ -275,8 +275,7 @@ class Reconciler:
                 outcome = status.Outcome(
                     api.Phase.FAILED, api.Reason.LOST, f"pod {pod.name} was deleted while it ran"
                 )
-                state.decided = outcome
-                await self.kube.delete_job(state.namespace, job_name)
+                await self._stop_attempt(state, job_name, outcome)
         if outcome is None and pod is not None and pod.terminated is None:
             if pod.started_at is None:
                 if state.pending_since is None:
@@ -286,8 +285,7 @@ class Reconciler:
                     pod, pending_for, self.settings.pending_grace_seconds
                 )
                 if outcome is not None:
-                    state.decided = outcome
-                    await self.kube.delete_job(state.namespace, job_name)
+                    await self._stop_attempt(state, job_name, outcome)
             else:
                 state.pending_since = None
                 if pod.ready is False:
@@ -297,8 +295,7 @@ class Reconciler:
                         pod, unready_for, self.settings.heartbeat_ttl_seconds
                     )
                     if outcome is not None:
-                        state.decided = outcome
-                        await self.kube.delete_job(state.namespace, job_name)
+                        await self._stop_attempt(state, job_name, outcome)
                 else:
                     state.unready_since = None
         if outcome is not None:
@@ -309,6 +306,11 @@ class Reconciler:
             await self._write(state, status.running_patch(state.status, pod, ctx))
             if before != state.status.get("phase") == api.Phase.RUNNING:
                 self.post_event(state, "Normal", "Started", f"pod {pod.name} running on {pod.node}")
+
+    async def _stop_attempt(self, state: TaskState, job_name: str, outcome: status.Outcome) -> None:
+        """End the attempt as `outcome` before its Job did: the decision sticks, the Job goes."""
+        state.decided = outcome
+        await self.kube.delete_job(state.namespace, job_name)
 
     async def lost(self, state: TaskState, message: str) -> None:
         """The attempt's Job or pod vanished before it ended."""
