@@ -11,7 +11,14 @@ import os
 from . import log
 from .config import INTERPRETERS, PROGRESS_FILE_NAME, Config
 from .oom import oom_kills
-from .process import SignalWatch, StartError, ensure_standard_fds, run, which
+from .process import (
+    SignalWatch,
+    StartError,
+    ensure_standard_fds,
+    run,
+    runs_as_this_python,
+    which,
+)
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up; mypy still reads the block below
 if TYPE_CHECKING:
@@ -70,7 +77,7 @@ class _Session:
 
     def started(self, pid: int) -> None:
         """Right after the start: begin heartbeats; load what the end will need."""
-        from . import result  # noqa: F401  (json and friends, while the code starts)
+        from . import result  # noqa: F401  (what the end needs, loaded while the code starts)
 
         if self.config.redis_url:
             from .heartbeat import Reporter
@@ -145,6 +152,7 @@ def _run_code(config: Config, watch: SignalWatch, session: _Session) -> Outcome:
             watch=watch,
             on_started=session.started,
             tick=session.tick if session.progress is not None else None,
+            fork_python=config.language == "python" and runs_as_this_python(argv[0]),
         )
     except StartError as exc:
         from .result import start_error

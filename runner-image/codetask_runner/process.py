@@ -1,4 +1,4 @@
-"""The code's process: spawn it in its own process group, stream and capture its output, stop it.
+"""The code's process: start it in its own process group, stream and capture its output, stop it.
 
 One thread, one ``poll`` loop over the two output pipes and a signal wake-up pipe, so the deadline,
 SIGTERM to the runner and the code's exit are all noticed within a loop turn.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import select
-import signal
+import sys
 import time
 
 from . import log
@@ -16,8 +16,11 @@ from .capture import Tail
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up; mypy still reads the block below
 if TYPE_CHECKING:
+    import signal as _signal
     from collections.abc import Callable, Mapping
-    from types import FrameType
+    from types import CodeType, FrameType
+else:
+    import _signal  # signal.py wraps it in enums: ~2 ms of start-up for names we do not need
 
 TICK_SECONDS = 0.5
 """How often ``tick`` runs while the code runs (progress polling)."""
@@ -27,13 +30,14 @@ the pipes: only a process that left the group (``setsid``) can hold them open th
 _CHUNK = 65536
 _MAX_POLL_MS = 1000
 _RESET_SIGNALS = (
-    signal.SIGPIPE,
-    signal.SIGXFSZ,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTERM,
-    signal.SIGHUP,
+    _signal.SIGPIPE,
+    _signal.SIGXFSZ,
+    _signal.SIGINT,
+    _signal.SIGQUIT,
+    _signal.SIGTERM,
+    _signal.SIGHUP,
 )
+_STOP_SIGNAL_NAMES: dict[int, str] = {_signal.SIGTERM: "SIGTERM", _signal.SIGINT: "SIGINT"}
 
 
 class StartError(Exception):
@@ -53,10 +57,15 @@ class SignalWatch:
         os.set_blocking(self.wake_fd, False)
         os.set_blocking(self._write_fd, False)
         self.stop_signals: list[int] = []
-        signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGCHLD, self._on_child)
+        _signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        _signal.signal(_signal.SIGTERM, self._on_stop)
+        _signal.signal(_signal.SIGINT, self._on_stop)
+        _signal.signal(_signal.SIGCHLD, self._on_child)
+
+    @property
+    def fds(self) -> tuple[int, int]:
+        """The wake-up pipe's two ends."""
+        return self.wake_fd, self._write_fd
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signals.append(signum)
@@ -141,14 +150,18 @@ def run(
     watch: SignalWatch,
     on_started: Callable[[int], None] | None = None,
     tick: Callable[[bool], None] | None = None,
+    fork_python: bool = False,
 ) -> Finished:
     """Run ``argv`` to the end and return how it ended.
 
     ``deadline`` is in seconds from the start; ``tick(final)`` runs every ``TICK_SECONDS`` while
-    the code runs and once with ``final=True`` after it ended. Raises StartError when the code
+    the code runs and once with ``final=True`` after it ended. With ``fork_python`` (``argv`` is
+    ``[PYTHON3, CODEFILE, ARGS...]`` and ``runs_as_this_python(PYTHON3)``) a fork of the runner
+    runs the code instead of a new interpreter (pychild.py). Raises StartError when the code
     cannot be started.
     """
-    pid, out_fd, err_fd = _spawn(argv, env, workdir, stdin_path)
+    fork = watch.fds if fork_python else None
+    pid, out_fd, err_fd = _start(argv, env, workdir, stdin_path, fork)
     finished = Finished(Tail(output_limit), Tail(output_limit), time.time())
     started = time.monotonic()
     if on_started is not None:
@@ -159,9 +172,28 @@ def run(
     return finished
 
 
-def _spawn(
-    argv: list[str], env: Mapping[str, str], workdir: str, stdin_path: str | None
+def runs_as_this_python(executable: str) -> bool:
+    """True when ``executable`` is the interpreter running the runner, and the runner was started
+    without interpreter options (``-X``, ``-u``, ``-I``...): a fork of the runner is then that
+    interpreter as ``executable CODEFILE`` would start, less its start-up."""
+    options = sys.orig_argv[1:2]
+    return (
+        bool(options)
+        and (options[0] in ("-m", "-c") or not options[0].startswith("-"))
+        and os.path.dirname(executable) == os.path.dirname(sys.executable)
+        and os.path.realpath(executable) == os.path.realpath(sys.executable)
+        and None not in (sys.stdin, sys.stdout, sys.stderr)
+    )
+
+
+def _start(
+    argv: list[str],
+    env: Mapping[str, str],
+    workdir: str,
+    stdin_path: str | None,
+    fork: tuple[int, ...] | None,
 ) -> tuple[int, int, int]:
+    """Start the code; ``fork``: fork a Python child instead, closing these fds of the runner's."""
     try:
         stdin_fd = os.open(stdin_path or os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -171,21 +203,30 @@ def _spawn(
     except OSError as exc:
         os.close(stdin_fd)
         raise StartError(f"cannot enter the workdir {workdir}: {exc.strerror}") from None
+    code = None
+    if fork is not None:
+        from . import pychild
+
+        code = pychild.compile_code(argv[1])
     out_fd, out_w = os.pipe()
     err_fd, err_w = os.pipe()
     try:
-        pid = os.posix_spawn(
-            argv[0],
-            argv,
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, stdin_fd, 0),
-                (os.POSIX_SPAWN_DUP2, out_w, 1),
-                (os.POSIX_SPAWN_DUP2, err_w, 2),
-            ],
-            setsid=True,
-            setsigdef=_RESET_SIGNALS,
-        )
+        if code is not None and fork is not None:
+            stdio = (stdin_fd, out_w, err_w)
+            pid = _fork_python(code, argv, dict(env), stdio, (*fork, *stdio, out_fd, err_fd))
+        else:
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, stdin_fd, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
+                setsid=True,
+                setsigdef=_RESET_SIGNALS,
+            )
     except OSError as exc:
         for fd in (out_fd, err_fd):
             os.close(fd)
@@ -194,6 +235,35 @@ def _spawn(
         for fd in (stdin_fd, out_w, err_w):
             os.close(fd)
     return pid, out_fd, err_fd
+
+
+def _fork_python(
+    code: CodeType,
+    argv: list[str],
+    env: dict[str, str],
+    stdio: tuple[int, int, int],
+    runner_fds: tuple[int, ...],
+) -> int:
+    """Fork; the child does what the spawn does (new session, ``stdio`` on fds 0-2, the runner's
+    own descriptors closed as exec closes them), then runs ``code`` in this interpreter
+    (pychild.py) and never returns here."""
+    import gc
+
+    from . import pychild
+
+    gc.freeze()  # the runner's objects: never the code's garbage, never traversed (nor copied)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+            for fd in runner_fds:
+                os.close(fd)
+            pychild.run(code, argv, env)
+        finally:
+            os._exit(127)
+    return pid
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -303,7 +373,7 @@ class _Supervisor:
             if finished.stopped is None:
                 finished.stopped = "terminated"
                 finished.stop_signal = requests[0]
-                name = signal.Signals(requests[0]).name
+                name = _STOP_SIGNAL_NAMES[requests[0]]
                 log.say(f"received {name}: stopping the code (SIGTERM to its process group)")
                 self._stop(now)
             elif finished.stopped == "terminated" and self.kill_at is not None:
@@ -319,12 +389,12 @@ class _Supervisor:
         if self.kill_at is not None and now >= self.kill_at:
             if self.grace > 0:
                 log.say(f"grace of {self.grace:g}s over: sending SIGKILL")
-            _signal_group(self.pid, signal.SIGKILL)
+            _signal_group(self.pid, _signal.SIGKILL)
             finished.killed = True
             self.kill_at = None
 
     def _stop(self, now: float) -> None:
-        _signal_group(self.pid, signal.SIGTERM)
+        _signal_group(self.pid, _signal.SIGTERM)
         self.kill_at = now + self.grace
 
     def _check_children(self, now: float) -> None:
@@ -342,7 +412,7 @@ class _Supervisor:
                 continue
             # Still a zombie, so its process group id cannot have been reused: kill the group
             # so background processes the code left behind never keep the pod alive.
-            _signal_group(self.pid, signal.SIGKILL)
+            _signal_group(self.pid, _signal.SIGKILL)
             _, status = os.waitpid(self.pid, 0)
             code = os.waitstatus_to_exitcode(status)
             finished = self.finished

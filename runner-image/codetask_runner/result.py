@@ -1,9 +1,12 @@
-"""The result document (docs/runner-contract.md, "Output: the result") and its 4096-byte fit."""
+"""The result document (docs/runner-contract.md, "Output: the result") and its 4096-byte fit.
+
+Encoded here rather than with ``json``: importing ``json`` compiles its regular expressions, a few
+milliseconds at every start-up, and the result is written after the code ended, when every
+millisecond adds to the task's run time.
+"""
 
 from __future__ import annotations
 
-import json
-import signal as signals
 import time
 
 from .capture import Tail
@@ -12,6 +15,8 @@ from .config import deadline_margin
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up; mypy still reads the block below
 if TYPE_CHECKING:
     from .process import Finished
+
+SIGKILL = 9
 
 MAX_BYTES = 4096
 """Kubernetes keeps at most this much of a container's termination message."""
@@ -98,7 +103,7 @@ def from_finished(
         reason, code = TERMINATED, EXIT_TERMINATED
         name = _signal_name(finished.stop_signal or 15)
         message = f"the runner received {name} and stopped the code{killed}"
-    elif sig == signals.SIGKILL and oom_killed:
+    elif sig == SIGKILL and oom_killed:
         reason, code = OOM_KILLED, 128 + sig
         message = "the code exceeded the memory limit and was killed by the kernel's OOM killer"
     elif sig is not None:
@@ -150,8 +155,50 @@ def document(outcome: Outcome) -> dict[str, object]:
 
 
 def encode(doc: dict[str, object]) -> bytes:
-    """Compact UTF-8 JSON."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON: what ``json.dumps(doc, ensure_ascii=False, separators=(",", ":"))``
+    gives, for the types a result holds (dict with str keys, list, str, int, float, bool, None)."""
+    return _json(doc).encode()
+
+
+_ESCAPES = {code: f"\\u{code:04x}" for code in range(0x20)} | {
+    ord('"'): '\\"',
+    ord("\\"): "\\\\",
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+    ord("\b"): "\\b",
+    ord("\f"): "\\f",
+}
+"""JSON's escapes with ``ensure_ascii=False``: quote, backslash and the control characters."""
+
+
+def _json(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value.translate(_ESCAPES)}"'
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+            items.append(f"{_json(key)}:{_json(item)}")
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_json(item) for item in value) + "]"
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def encode_fitted(outcome: Outcome, limit: int = MAX_BYTES) -> bytes:
@@ -228,7 +275,7 @@ def _char_cost(char: str) -> int:
 
 
 def _cost(text: str) -> int:
-    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
+    return len(_json(text).encode()) - 2
 
 
 def _suffix(text: str, budget: int) -> str:
@@ -245,7 +292,9 @@ def _suffix(text: str, budget: int) -> str:
 
 
 def _signal_name(number: int) -> str:
+    import signal  # only for a message: its enums cost ~2 ms of start-up
+
     try:
-        return signals.Signals(number).name
+        return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"

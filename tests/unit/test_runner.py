@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,9 +57,12 @@ class Runner:
         tmp_path: Path,
         code: str | bytes,
         language: str = "python",
+        *,
+        options: tuple[str, ...] = (),
         **env: str,
     ) -> None:
         self.dir = tmp_path
+        self.options = options  # the runner's own interpreter options (python -u -m ...)
         self.workdir = tmp_path / "work"
         self.workdir.mkdir(exist_ok=True)
         code_file = tmp_path / "code"  # no extension, like /codetask/input/code
@@ -95,7 +99,7 @@ class Runner:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.started = time.monotonic()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "codetask_runner"],
+                [sys.executable, *self.options, "-m", "codetask_runner"],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -456,6 +460,216 @@ def test_sigterm_ignored_by_the_code_is_followed_by_sigkill_after_grace(tmp_path
     assert result.result["signal"] == signal.SIGKILL
     assert result.result["durationSeconds"] >= 0.4
     assert result.exit_code == 143
+
+
+# --- python: run in a fork of the runner, as python3 spawned would run it -----------------------
+
+# A runner started with interpreter options spawns python3 (the fork would carry the options);
+# -u changes nothing the code sees (its environment has PYTHONUNBUFFERED=1 either way).
+SPAWN = ("-u",)
+ARGS = json.dumps(["--flag", "two words"])
+ADDRESS = re.compile("0x[0-9a-f]+")  # object addresses in reprs differ from run to run
+WHICH_PATH = "print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[1:-1])\n"
+
+SAME_AS_PYTHON3 = [
+    pytest.param(
+        "import __main__, sys\n"
+        "print(__main__.__file__ if hasattr(__main__, '__file__') else None)\n"
+        "print(sys.argv, sys.orig_argv[1:], __name__, __main__ is sys.modules['__main__'])\n"
+        "print(list(globals()))\n"
+        "print(type(__loader__).__name__, __loader__.name, __loader__.path)\n"
+        "print(__spec__, __package__, __cached__, __doc__, __annotations__)\n"
+        "print(sys.path[0] == __import__('os').path.dirname(__file__))\n"
+        "print([m for m in sys.modules if m.startswith('codetask_runner')])\n",
+        {"CODETASK_ARGS": ARGS},
+        id="main-module-argv-path",
+    ),
+    pytest.param(
+        "def f(x: int) -> 'str': pass\nprint(f.__annotations__)\n",
+        {},
+        id="no-future-flags-of-the-runner",
+    ),
+    pytest.param(
+        "def inner():\n    return 1 / 0\n\ndef outer():\n    inner()\n\nprint('before')\nouter()\n",
+        {},
+        id="traceback",
+    ),
+    pytest.param(
+        "try:\n    {}['k']\nexcept KeyError as e:\n    raise ValueError('bad') from e\n",
+        {},
+        id="chained-traceback",
+    ),
+    pytest.param("import sys\nprint('x')\nsys.exit(3)\n", {}, id="sys-exit-3"),
+    pytest.param("exit()\n", {}, id="exit"),
+    pytest.param("quit(4)\n", {}, id="quit-4"),
+    pytest.param("raise SystemExit('msg')\n", {}, id="systemexit-message"),
+    pytest.param("import sys\nsys.exit(263)\n", {}, id="sys-exit-263"),
+    pytest.param("import sys\nsys.exit(-1)\n", {}, id="sys-exit-minus-1"),
+    pytest.param("import sys\nsys.exit(2 ** 70)\n", {}, id="sys-exit-huge"),
+    pytest.param("import sys\nsys.exit(True)\n", {}, id="sys-exit-true"),
+    pytest.param("print('a')\nraise KeyboardInterrupt\n", {}, id="keyboardinterrupt"),
+    pytest.param("import os\nos._exit(7)\n", {}, id="os-exit"),
+    pytest.param("import os\nprint('x', flush=True)\nos.kill(os.getpid(), 9)\n", {}, id="killed"),
+    pytest.param(
+        "import sys\n"
+        "def hook(kind, value, tb):\n"
+        "    print('hooked', kind.__name__, tb.tb_frame.f_code.co_name, tb.tb_next)\n"
+        "sys.excepthook = hook\n"
+        "raise RuntimeError('x')\n",
+        {},
+        id="excepthook",
+    ),
+    pytest.param(
+        "import threading, time\n"
+        "def late():\n    time.sleep(0.3)\n    print('late thread done', flush=True)\n"
+        "def forever():\n    time.sleep(1000)\n"
+        "threading.Thread(target=late).start()\n"
+        "threading.Thread(target=forever, daemon=True).start()\n"
+        "print('main done')\n",
+        {},
+        id="threads-left-running",
+    ),
+    pytest.param(
+        "import os, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n    print('in the fork', flush=True)\n    sys.exit(5)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('fork exited', os.waitstatus_to_exitcode(status))\n",
+        {},
+        id="os-fork",
+    ),
+    pytest.param(
+        "import sys\nprint(repr(sys.stdin.read()))\ninput()\n",
+        {},
+        id="stdin-empty-then-eof",
+    ),
+    pytest.param(
+        "import atexit, __main__\n"
+        "atexit.register(lambda: print('atexit', hasattr(__main__, '__file__')))\n"
+        "atexit.register(lambda: 1 / 0)\n"
+        "class A:\n    def __del__(self):\n        print('del at exit')\n"
+        "a = A()\n"
+        "f = open('unclosed.txt', 'w')\n"
+        "f.write('flushed at exit')\n",
+        {},
+        id="atexit-del-and-module-teardown",
+    ),
+    pytest.param(
+        "import atexit, __main__, sys\n"
+        "atexit.register(lambda: print('atexit', hasattr(__main__, '__file__')))\n"
+        "sys.exit(0)\n",
+        {},
+        id="atexit-after-sys-exit",
+    ),
+    pytest.param(
+        "import os, signal, sys\n"
+        "print([str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE,"
+        " signal.SIGXFSZ, signal.SIGCHLD, signal.SIGHUP, signal.SIGQUIT)])\n"
+        "print(signal.set_wakeup_fd(-1), sorted(os.listdir('/proc/self/fd')))\n"
+        "print(os.getsid(0) == os.getpid())\n"
+        "print(list(os.environ) == list(os.environb), 'REDIS_URL' in os.environ)\n"
+        "print([k for k in os.environ if k.startswith(('CODETASK_PROGRESS', 'PYTHONUNBUF'))])\n"
+        "for s in (sys.stdin, sys.stdout, sys.stderr):\n"
+        "    print(s, s.line_buffering, s.write_through, s.errors, type(s.buffer).__name__)\n"
+        "print(sys.stdout is sys.__stdout__, sys.stdin is sys.__stdin__)\n",
+        {"REDIS_URL": "redis://127.0.0.1:1/0"},
+        id="signals-fds-environ-streams",
+    ),
+    pytest.param(
+        "import sys\n"
+        "for s in (sys.stdin, sys.stdout, sys.stderr):\n"
+        "    print(s, s.line_buffering, s.write_through, type(s.buffer).__name__)\n",
+        {"PYTHONUNBUFFERED": ""},
+        id="buffered-streams",
+    ),
+    pytest.param("print(1 is 1)\n", {}, id="compile-time-warning"),
+    pytest.param("print('x'\n", {}, id="syntax-error"),
+    pytest.param(b"\xef\xbb\xbfprint('bom')\n", {}, id="utf8-bom"),
+    pytest.param(b"# -*- coding: latin-1 -*-\nprint('\xe9')\n", {}, id="coding-cookie"),
+    pytest.param(b"print('\xff')\n", {}, id="invalid-utf8"),
+    pytest.param(
+        "import warnings\nwarnings.warn('careful')\nprint('after')\n", {}, id="runtime-warning"
+    ),
+]
+
+
+@pytest.mark.parametrize(("code", "env"), SAME_AS_PYTHON3)
+def test_python_in_a_fork_of_the_runner_ends_as_python3_spawned(
+    tmp_path: Path, code: str | bytes, env: dict[str, str]
+) -> None:
+    forked = run(tmp_path, code, **env)
+    forked_file = _read_and_remove(tmp_path / "work" / "unclosed.txt")
+    spawned = Runner(tmp_path, code, options=SPAWN, **env).run()
+    spawned_file = _read_and_remove(tmp_path / "work" / "unclosed.txt")
+
+    def seen(r: Run) -> tuple[object, ...]:
+        doc = r.result
+        out, err = (ADDRESS.sub("0x?", doc[k]) for k in ("stdout", "stderr"))
+        return (r.exit_code, doc["reason"], doc["signal"], out, err)
+
+    assert seen(forked) == seen(spawned)
+    assert forked_file == spawned_file
+    assert forked.runner_lines == spawned.runner_lines
+
+
+def _read_and_remove(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    text = path.read_text()
+    path.unlink()
+    return text
+
+
+def test_python_runs_in_a_fork_of_the_runner_unless_the_runner_has_interpreter_options(
+    tmp_path: Path,
+) -> None:
+    code_file = str(tmp_path / "code")
+    forked = run(tmp_path, WHICH_PATH)
+    spawned = Runner(tmp_path, WHICH_PATH, options=SPAWN).run()
+    spawned_x = Runner(tmp_path, WHICH_PATH, options=("-X", "importtime")).run()
+
+    assert forked.result["stdout"] == "[b'-m', b'codetask_runner']\n"  # the runner's command line
+    assert spawned.result["stdout"] == f"[{code_file.encode()!r}]\n"
+    assert spawned_x.result["stdout"] == spawned.result["stdout"]
+    assert "import time" not in spawned_x.result["stderr"]  # the option did not reach the code
+
+
+def test_python_on_path_that_is_not_the_runners_interpreter_is_spawned(tmp_path: Path) -> None:
+    other = tmp_path / "bin"
+    other.mkdir()
+    (other / "python3").symlink_to(sys.executable)
+    result = run(tmp_path, WHICH_PATH, PATH=f"{other}:/usr/bin:/bin")
+
+    assert result.result["stdout"] == f"[{str(tmp_path / 'code').encode()!r}]\n"
+
+
+def test_forked_python_is_stopped_with_its_group_at_the_deadline(tmp_path: Path) -> None:
+    code = (
+        "import os, signal, subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '1000'])\n"
+        "open(os.environ['CODETASK_WORKDIR'] + '/bg.pid', 'w').write(str(child.pid))\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('started', flush=True)\n"
+        "while True:\n    time.sleep(0.05)\n"
+    )
+    result = run(tmp_path, code, CODETASK_TIMEOUT_SECONDS="1", CODETASK_GRACE_SECONDS="0.3")
+
+    assert result.result["reason"] == "DeadlineExceeded"
+    assert result.result["signal"] == signal.SIGKILL
+    assert result.result["stdout"] == "started\n"
+    assert process_gone(read_pid(tmp_path / "work" / "bg.pid"))
+
+
+def test_sigterm_to_the_runner_stops_forked_python_and_reports_terminated(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(1000)\n")
+    runner.start().wait_for_output("started")
+    assert runner.process is not None
+    runner.process.send_signal(signal.SIGTERM)
+    result = runner.wait()
+
+    assert result.exit_code == 143
+    assert result.result["reason"] == "Terminated"
+    assert result.result["signal"] == signal.SIGTERM
 
 
 # --- start errors -----------------------------------------------------------------------------

@@ -80,6 +80,30 @@ def test_fitted_result_is_valid_json_within_4096_bytes_keeping_stream_ends(
         assert len(data) > result.MAX_BYTES - 8  # the budget is used up, not wasted
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | texts,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(value=json_values)
+def test_result_encoding_is_exactly_what_json_dumps_writes(value: object) -> None:
+    doc = {"v": 1, "value": value, "tuple": (1, "two")}
+    expected = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+    assert result.encode(doc) == expected
+
+
+def test_result_encoding_refuses_what_a_result_never_holds() -> None:
+    with pytest.raises(TypeError):
+        result.encode({"v": object()})
+    with pytest.raises(TypeError):
+        result.encode({"v": {1: "non-str key"}})
+
+
 def test_fit_keeps_a_small_stream_whole_and_gives_the_rest_to_the_big_one() -> None:
     doc = json.loads(result.encode_fitted(_outcome("o" * 50_000, "short error\n")))
 
