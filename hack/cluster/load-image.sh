@@ -16,6 +16,8 @@ case $backend in
     archive=$(python3 "$REPO_ROOT/hack/images/rootfs_image.py" "$context" --file "$dockerfile" --tag "$tag" 2>>"$logfile") \
       || die "build image $tag" "$logfile" "see also the build log next to the archive in $CACHE_DIR/images"
     run "import $tag" "$logfile" ctr_k8s images import "$archive"
+    # Each source change makes a new archive (hundreds of MB): keep this image's newest three.
+    ls -t "${archive%-*}"-*.tar | tail -n +4 | while read -r old; do rm -f "$old" "${old%.tar}.log"; done
     ;;
   external)
     log "external cluster: push $tag to a registry it can pull from (not done here)"
