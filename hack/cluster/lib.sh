@@ -67,3 +67,12 @@ wait_for() {
     sleep 0.5
   done
 }
+
+# hold_up_lock: one local-up/local-down at a time on this machine (several test sessions may start
+# at once); the lock is inherited by local-down when local-up runs it.
+hold_up_lock() {
+  [[ ${CODETASK_UP_LOCK_HELD:-} == 1 ]] && return 0
+  exec 7>>/tmp/codetask-cluster-up.lock
+  flock -x 7
+  export CODETASK_UP_LOCK_HELD=1
+}

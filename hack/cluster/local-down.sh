@@ -3,6 +3,7 @@
 # Keeps the binary cache. With --quiet, says nothing when there is nothing to stop.
 source "$(dirname "$0")/lib.sh"
 quiet=${1:-}
+hold_up_lock
 
 say() { [[ $quiet == --quiet ]] || log "$@"; }
 

@@ -2,10 +2,29 @@
 # Bring up the local single-node cluster (idempotent): containerd, etcd, control plane, kubelet, kube-proxy.
 source "$(dirname "$0")/lib.sh"
 
-if pid_alive kube-apiserver && pid_alive kubelet && pid_alive kube-proxy \
-  && kubectl_admin get --raw=/readyz >/dev/null 2>&1; then
+# A component being restarted on purpose (hack/cluster/restart.sh, the fault tests) holds this lock
+# exclusively: wait for it rather than take the cluster for half-running and wipe it.
+exec 8>>/tmp/codetask-cluster-disrupt.lock
+flock -s 8
+exec 8>&-
+hold_up_lock
+running() {
+  pid_alive kube-apiserver && pid_alive kubelet && pid_alive kube-proxy \
+    && kubectl_admin get --raw=/readyz >/dev/null 2>&1
+}
+if running; then
   log "local cluster already running"
   exit 0
+fi
+if pid_alive etcd && pid_alive kube-apiserver; then
+  # Running but not ready (busy, or restarting): give it a minute before starting over.
+  for _ in $(seq 60); do
+    sleep 1
+    if running; then
+      log "local cluster already running"
+      exit 0
+    fi
+  done
 fi
 
 # Anything half-running from an earlier run is stopped and its state wiped: every run starts fresh.
@@ -32,7 +51,7 @@ done
 start() {
   local name=$1; shift
   log "starting $name (log: $LOGS/$name.log)"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 7>&- &
   echo $! >"$PIDS/$name.pid"
 }
 alive_or_die() {
