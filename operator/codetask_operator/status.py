@@ -357,13 +357,20 @@ def early_failure(pod: PodView, pending_for: float, grace_seconds: float) -> Out
     return None
 
 
+NODE_LOST_SECONDS = 300.0
+"""How long a running pod may stay not Ready (its node not reporting) before it is Lost: Kubernetes'
+own default for giving up on such a pod (tolerationSeconds of node.kubernetes.io/unreachable)."""
+
+
 def node_lost(pod: PodView, unready_for: float, ttl_seconds: float) -> Outcome | None:
     """A pod whose container was last seen running but which is not Ready: its node stopped
-    reporting (the node controller marks such pods not ready). Lost once that outlasts the
-    heartbeat TTL."""
+    reporting (the node controller marks such pods not ready). That alone does not say the code
+    stopped: a stopped or cut-off kubelet leaves its containers running, and ending the attempt
+    then could run the code twice. So it is Lost only after NODE_LOST_SECONDS (or the heartbeat TTL
+    if longer); a dead runner is found sooner by its heartbeats, when Redis is configured."""
     if pod.terminated is not None or pod.started_at is None or pod.ready is not False:
         return None
-    if unready_for < ttl_seconds:
+    if unready_for < max(ttl_seconds, NODE_LOST_SECONDS):
         return None
     return Outcome(
         Phase.FAILED,

@@ -437,16 +437,25 @@ def test_ended_job_without_a_pod_is_lost_once_settled() -> None:
 
 
 @pytest.mark.parametrize(
-    ("ready", "unready_for", "lost"),
-    [("False", 40, True), ("False", 5, False), ("True", 400, False), (None, 400, False)],
+    ("ready", "unready_for", "ttl", "lost"),
+    [
+        ("False", 300, 30, True),
+        ("False", 299, 30, False),  # a kubelet stopped for minutes: its containers still run
+        ("False", 40, 30, False),  # past the heartbeat TTL is not enough
+        ("False", 5, 30, False),
+        ("False", 400, 600, False),  # a heartbeat TTL longer than NODE_LOST_SECONDS counts
+        ("False", 600, 600, True),
+        ("True", 400, 30, False),
+        (None, 400, 30, False),
+    ],
 )
-def test_running_pod_not_ready_past_the_ttl_is_lost(
-    ready: str | None, unready_for: float, lost: bool
+def test_running_pod_not_ready_is_lost_only_after_kubernetes_gives_up_on_its_node(
+    ready: str | None, unready_for: float, ttl: float, lost: bool
 ) -> None:
     body = pod(running=True)
     if ready is not None:
         body["status"]["conditions"].append({"type": "Ready", "status": ready})
-    outcome = status.node_lost(view(body), unready_for, ttl_seconds=30)
+    outcome = status.node_lost(view(body), unready_for, ttl_seconds=ttl)
     assert (outcome is not None and outcome.reason is Reason.LOST) == lost
 
 
