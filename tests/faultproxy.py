@@ -35,7 +35,7 @@ import yaml
 from aiohttp import web
 from yarl import URL
 
-WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -259,9 +259,9 @@ class FaultProxy:
         key = classify(request.method, request.path, dict(request.query))
         self._count(key)
         fault = self._draw_fault(key[0])
-        if fault in ("429", "500", "503"):
+        if fault is not None and fault != "500-after":
             self._count(key, fault)
-            return _status_answer(int(fault or 0), f"injected by the fault proxy ({key})")
+            return _status_answer(int(fault), f"injected by the fault proxy ({key})")
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         if self.upstream.token:
@@ -296,7 +296,7 @@ class FaultProxy:
             response.enable_chunked_encoding()
         await response.prepare(request)
         watching = key[0] == "watch" and upstream.status == 200
-        end = self._loop.time() + self._rng.uniform(*self.watch_seconds)
+        end = self._loop.time() + (self._rng.uniform(*self.watch_seconds) if watching else 0)
         at_boundary = True
         try:
             while True:

@@ -210,7 +210,8 @@ def test_api_429_5xx_answers_are_retried(
 ) -> None:
     ns = fault_namespace
     upstream = Upstream.from_kubeconfig(REPO / ".cluster/kubeconfig")
-    proxy = FaultProxy(upstream, seed=SEED, rate=FAULT_RATE, watch_rate=0.5)
+    # kopf gives up a watch after 9 failed attempts in a row: at 0.3 that is 2e-5 per watch.
+    proxy = FaultProxy(upstream, seed=SEED, rate=FAULT_RATE, watch_rate=0.3)
     print(
         f"API fault seed {SEED} (API_FAULT_SEED to replay): {FAULT_TASKS} tasks, rate {FAULT_RATE}"
     )
