@@ -1,20 +1,27 @@
 """The runners' heartbeats, progress and full results, read from Redis (when configured).
 
 Keys are those of docs/runner-contract.md. Redis trouble never stops the operator: it logs one
-warning per outage and the tasks go on without heartbeats.
+warning per outage and the tasks go on without heartbeats. A heartbeat missing just after Redis
+came back (or restarted, empty) proves nothing yet: reads are withheld until every runner seen
+beating before has beaten again, or a heartbeat TTL has passed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from codetask_operator.settings import Settings
+
 log = logging.getLogger("codetask")
+
+DEFAULT_TTL: float = Settings.model_fields["heartbeat_ttl_seconds"].default
 
 
 def prefix(namespace: str, name: str) -> str:
@@ -55,11 +62,18 @@ def parse_progress(raw: str | bytes | None) -> dict[str, Any] | None:
 class Heartbeats:
     """Batched reads of heartbeat and progress keys."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, ttl_seconds: float = DEFAULT_TTL) -> None:
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
+        self.ttl = ttl_seconds
         self.healthy = True
+        self.run_id: str | None = None
+        """The Redis server's run_id: another one means it restarted (and may have lost keys)."""
+        self.unsure_until = 0.0
+        """Before this (monotonic), a missing heartbeat may only mean Redis just came back."""
+        self.beating: set[tuple[str, str]] = set()
+        """Running tasks whose heartbeat has been read."""
 
     async def read(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], Beat] | None:
         """Heartbeat and progress of each (namespace, name); None while Redis is unreachable."""
@@ -67,14 +81,15 @@ class Heartbeats:
             return {}
         try:
             async with self.client.pipeline(transaction=False) as pipe:
+                pipe.info("server")
                 for ns, name in tasks:
                     pipe.get(f"{prefix(ns, name)}:heartbeat")
                     pipe.get(f"{prefix(ns, name)}:progress")
-                values = await pipe.execute()
+                server, *values = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._down(exc)
             return None
-        self._up()
+        self._up(str(server.get("run_id")))
         beats = {}
         for i, key in enumerate(tasks):
             heartbeat, progress = values[2 * i], values[2 * i + 1]
@@ -82,6 +97,12 @@ class Heartbeats:
                 heartbeat.decode() if isinstance(heartbeat, bytes) else heartbeat,
                 parse_progress(progress),
             )
+        running = set(tasks)
+        beating = {key for key, beat in beats.items() if beat.heartbeat is not None}
+        if time.monotonic() < self.unsure_until and (self.beating & running) - beating:
+            return None
+        self.unsure_until = 0.0
+        self.beating = (self.beating & running) | beating
         return beats
 
     async def result(self, namespace: str, name: str) -> str | None:
@@ -99,10 +120,16 @@ class Heartbeats:
             log.warning("Redis unreachable, tasks run without heartbeats: %s", exc)
         self.healthy = False
 
-    def _up(self) -> None:
+    def _up(self, run_id: str | None = None) -> None:
         if not self.healthy:
             log.info("Redis reachable again")
+            self.unsure_until = time.monotonic() + self.ttl
+        elif run_id is not None and self.run_id is not None and run_id != self.run_id:
+            log.info("Redis restarted (run_id %s); heartbeats may be missing for a while", run_id)
+            self.unsure_until = time.monotonic() + self.ttl
         self.healthy = True
+        if run_id is not None:
+            self.run_id = run_id
 
     async def close(self) -> None:
         """Close the connection pool."""
