@@ -4,14 +4,16 @@ Both run on this machine inside the runner image's own root filesystem (the newe
 that `make images` built, unpacked and entered with chroot, as uid 65532 like the pod): the same
 interpreter, standard library and runner files the pod has, without the container start that both
 would share. The runner gets the environment its Job gives it (from the operator's `build_job`).
-Whole-process wall time (fork → exit) over many alternating runs, after warm-up runs.
+Whole-process wall time (fork → exit) over many alternating runs, after warm-up runs. Beside
+them, what bounds the runner: `python3 -m` of an empty module (the entrypoint's own cost), the
+same forking and running the code in the child (the floor of a runner that forks), the runner
+without `-m`, and the runner spawning a second interpreter (started with `-u`, as before the fork).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -31,18 +33,19 @@ TARGET_RATIO = 1.2
 IMAGES = Path(os.environ.get("CODETASK_CACHE", Path.home() / ".cache/codetask")) / "images"
 UID = jobs.NON_ROOT_ID
 WARMUP = 10
-SPAWN = (
-    "import os; os.waitpid(os.posix_spawn('/usr/bin/python3', "
-    "['python3', '-c', 'print(1)'], os.environ), 0)"
-)
-FORK = (
-    "import os\n"
-    "if os.fork() == 0:\n"
-    "    f = '/codetask/input/code'\n"
-    "    exec(compile(open(f).read(), f, 'exec'), {'__name__': '__main__'})\n"
-    "    os._exit(0)\n"
-    "os.wait()\n"
-)
+FLOOR_DIR = "/opt/codetask-bench"
+FLOOR_MODULES = {
+    "empty.py": "",
+    "forked.py": (
+        "import os\n"
+        "if os.fork() == 0:\n"
+        "    f = '/codetask/input/code'\n"
+        "    exec(compile(open(f).read(), f, 'exec'), {'__name__': '__main__'})\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+    ),
+}
+WITHOUT_RUNPY = "from codetask_runner.__main__ import main; import os; os._exit(main())"
 
 
 def _image_archive() -> Path:
@@ -98,23 +101,18 @@ def _timed(argv: list[str], env: dict[str, str], enter: Any) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _compiled_copy(root: Path) -> str:
-    """/opt/codetask copied to /opt/codetask-pyc with every module compiled (as root)."""
-    shutil.copytree(root / "opt/codetask", root / "opt/codetask-pyc")
+def _floor_modules(root: Path) -> str:
+    """FLOOR_MODULES written to FLOOR_DIR in the image's root and compiled (as root)."""
+    directory = root / FLOOR_DIR.lstrip("/")
+    directory.mkdir(parents=True)
+    for name, text in FLOOR_MODULES.items():
+        (directory / name).write_text(text)
     subprocess.run(
-        [
-            "python3",
-            "-m",
-            "compileall",
-            "-q",
-            "--invalidation-mode",
-            "unchecked-hash",
-            "/opt/codetask-pyc",
-        ],
+        ["python3", "-m", "compileall", "-q", FLOOR_DIR],
         preexec_fn=functools.partial(os.chroot, root),
         check=True,
     )
-    return "/opt/codetask-pyc"
+    return FLOOR_DIR
 
 
 def _same_sources(root: Path) -> bool:
@@ -141,15 +139,17 @@ def run(ctx: Context) -> Result:
         bare_env = dict(item.split("=", 1) for item in config.get("Env") or [])
         enter = functools.partial(_enter, root, workdir)
         runner_argv = list(config["Entrypoint"])
-        compiled = _compiled_copy(root)
+        floor_env = {**bare_env, "PYTHONPATH": _floor_modules(root)}
+        other_env = {**env, "CODETASK_RESULT_PATH": f"{jobs.SCRATCH_DIR}/other-result.json"}
         variants = {
             "runner": (runner_argv, env),
             "bare": (["python3", "-c", "print(1)"], bare_env),
-            # What bounds it: the same runner with its modules compiled ahead (the image has no
-            # .pyc for them), any runner that starts a second interpreter, one that does not.
-            "runner, .pyc compiled in the image": (runner_argv, {**env, "PYTHONPATH": compiled}),
-            "python3 spawning python3 -c print(1)": (["python3", "-c", SPAWN], bare_env),
-            "python3 forking, code exec'd in the child": (["python3", "-c", FORK], bare_env),
+            # What bounds it: the entrypoint's `-m` alone, `-m` with a fork running the code,
+            # the runner without `-m`, the runner spawning python3 as before the fork.
+            "python3 -m of an empty module": (["python3", "-m", "empty"], floor_env),
+            "python3 -m, forking to run the code": (["python3", "-m", "forked"], floor_env),
+            "runner without -m (python3 -c)": (["python3", "-c", WITHOUT_RUNPY], other_env),
+            "runner spawning python3 (-u)": (["python3", "-u", *runner_argv[1:]], other_env),
         }
         times: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(WARMUP + n):
