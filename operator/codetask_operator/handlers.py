@@ -39,6 +39,20 @@ def _reconciler() -> Reconciler:
     return reconciler
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf computes a diff base of every event's body (two deep copies) for on.create/on.update
+    handlers; this operator has only on.event handlers, so it never reads one."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup(registry=HANDLERS)
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Configure kopf for low API cost and memory, connect, and start the sweeper."""
@@ -48,6 +62,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.chunk_size = 500
     settings.queueing.idle_timeout = 0.5
     settings.posting.level = logging.INFO
+    settings.persistence.diffbase_storage = NoDiffBase()
     metrics.serve(
         config.metrics_port, lambda: (t.status.get("phase") for t in registry.tasks.values())
     )

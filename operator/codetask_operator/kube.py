@@ -124,9 +124,11 @@ class ApiClient:
         content_type: str = "application/json",
         timeout: float | None = None,
         retry: bool = True,
+        decode: bool = True,
     ) -> dict[str, Any]:
         """`method path` with a JSON body; transient failures retried (unless `retry` is False,
-        for a caller with its own deadline), errors as `ApiError`."""
+        for a caller with its own deadline), errors as `ApiError`. The answer's JSON, or {} when
+        `decode` is False (a caller that needs only success skips parsing the whole object)."""
         attempt = 0
         relogged = False
         while True:
@@ -143,7 +145,7 @@ class ApiClient:
                 ) as resp:
                     text = await resp.text()
                     if resp.status < 400:
-                        result: dict[str, Any] = json.loads(text)
+                        result: dict[str, Any] = json.loads(text) if decode else {}
                         return result
                     status, headers = resp.status, resp.headers
                     error = ApiError(resp.status, resp.reason or "", text)
@@ -186,7 +188,9 @@ class Kube:
         name: str = manifest["metadata"]["name"]
         API_WRITES.labels("create", "jobs").inc()
         try:
-            await self.client.request("POST", _path(namespace, "jobs", group="batch"), manifest)
+            await self.client.request(
+                "POST", _path(namespace, "jobs", group="batch"), manifest, decode=False
+            )
             return name
         except ApiError as exc:
             if exc.status != 409:
@@ -205,6 +209,7 @@ class Kube:
                 "DELETE",
                 _path(namespace, "jobs", name, group="batch"),
                 {"propagationPolicy": "Background"},
+                decode=False,
             )
         except ApiError as exc:
             if exc.status != 404:
@@ -242,7 +247,7 @@ class Kube:
             "count": 1,
         }
         API_WRITES.labels("create", "events").inc()
-        await self.client.request("POST", _path(meta["namespace"], "events"), body)
+        await self.client.request("POST", _path(meta["namespace"], "events"), body, decode=False)
 
     async def delete_task(self, namespace: str, name: str, uid: str) -> None:
         """Delete the CodeTask (only that incarnation of it); its Jobs and pods follow."""
@@ -252,6 +257,7 @@ class Kube:
                 "DELETE",
                 _path(namespace, api.PLURAL, name, api.GROUP, api.VERSION),
                 {"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
+                decode=False,
             )
         except ApiError as exc:
             if exc.status not in (404, 409):

@@ -66,7 +66,8 @@ def test_endless_loop_times_out_within_two_seconds_of_its_timeout(
     status = wait_for(api_client, namespace, "t")["status"]
     assert (status["phase"], status["reason"]) == ("TimedOut", "DeadlineExceeded"), status
     assert time.monotonic() - started <= 3 + 2, running
-    assert status["durationSeconds"] <= 3 + 2
+    # Absent when the deadline (which counts the pod's start-up) struck before the code ran.
+    assert status.get("durationSeconds", 0) <= 3 + 2, status
 
 
 def test_memory_hog_is_reported_oomkilled(api_client: client.ApiClient, namespace: str) -> None:
