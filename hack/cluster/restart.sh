@@ -16,9 +16,8 @@
 #
 # Disruptive for everyone on this machine's cluster: hold the lock tests/chaos/disrupt.py takes
 # (/tmp/codetask-cluster-disrupt.lock). This script takes it itself unless CODETASK_DISRUPT_LOCK_HELD=1
-# says the caller holds it already. Beware: while the API server, kubelet or kube-proxy is down,
-# `cluster.sh up` (the first step of every test session) finds the cluster not running and wipes
-# and recreates it (seen 2026-11-23); local-up.sh does not wait for this lock yet.
+# says the caller holds it already. local-up.sh waits for this lock (shared) before it judges the
+# cluster: without that, a `cluster.sh up` during the restart took the cluster for dead and wiped it.
 #
 # Stdout: one line of key=value (component, old_pid, new_pid, stopped_at, started_at, healthy_at
 # as epoch seconds, down_seconds from the stop to health). Progress goes to stderr.

@@ -280,8 +280,6 @@ def test_apiserver_restart_with_50_tasks_loses_nothing(
     api_client: client.ApiClient, crd: None, redis_url: str, tmp_path: Path
 ) -> None:
     require_local_cluster()
-    # Kept short: while the API server is down, another session's `cluster.sh up` would find the
-    # cluster not running and recreate it (see hack/cluster/restart.sh).
     stop_for = float(os.environ.get("API_RESTART_STOP_FOR", "5"))
     grace = float(os.environ.get("API_RESTART_GRACE", "5"))
     sleepers = {f"s{i}-sleep": "sleep" for i in range(30)}
@@ -289,34 +287,34 @@ def test_apiserver_restart_with_50_tasks_loses_nothing(
     quick = {f"q{i}-{quick_kinds[i % 4]}": quick_kinds[i % 4] for i in range(20)}
     plan = {**sleepers, **quick}
     started = time.monotonic()
-    with cluster_disruption("test_api_faults: kube-apiserver restart with 50 tasks"):
-        ns = own_namespace(api_client, "a")
-        operator = own_operator(ns, REPO / ".cluster/kubeconfig", tmp_path / "op.log")
-        operator.start()
-        try:
-            submit(api_client, ns, sleepers, redis_url)
-            not_running = wait_until(api_client, ns, set(sleepers), {"Running"}, timeout=240)
-            assert not not_running, f"sleepers not Running: {sorted(not_running)}"
-            # The quick ones are in flight (Job creates, pods starting) when the API goes away.
-            submit(api_client, ns, quick, redis_url)
-            before = Counter(phases(api_client, ns).values())
-            print(f"at the stop: {dict(before)}")
-            measured = restart("kube-apiserver", stop_for=stop_for, grace=grace)
-            left = wait_until(api_client, ns, set(plan), FINAL, timeout=600)
-            all_final = time.time()
-            wrote = _first_status_write_after(operator.log_path, measured.healthy_at)
-        finally:
-            operator.stop()
-    back = measured.healthy_at
-    print(
-        f"kube-apiserver down {measured.down_seconds:.1f} s "
-        f"(stopped for {measured.started_at - measured.stopped_at:.1f} s, ready "
-        f"{measured.healthy_at - measured.started_at:.1f} s after its start); after its return: "
-        f"first status write {'none' if wrote is None else f'{wrote - back:.2f} s'}, all 50 "
-        f"final {all_final - back:.0f} s; {operator.log().count('reconcile failed')} reconcile "
-        f"steps failed; test {time.monotonic() - started:.0f} s; operator log {operator.log_path}"
-    )
+    ns = own_namespace(api_client, "a")
     try:
+        with cluster_disruption("test_api_faults: kube-apiserver restart with 50 tasks"):
+            operator = own_operator(ns, REPO / ".cluster/kubeconfig", tmp_path / "op.log")
+            operator.start()
+            try:
+                submit(api_client, ns, sleepers, redis_url)
+                not_running = wait_until(api_client, ns, set(sleepers), {"Running"}, timeout=240)
+                assert not not_running, f"sleepers not Running: {sorted(not_running)}"
+                # The quick ones are in flight (Job creates, pods starting) when the API goes.
+                submit(api_client, ns, quick, redis_url)
+                print(f"at the stop: {dict(Counter(phases(api_client, ns).values()))}")
+                measured = restart("kube-apiserver", stop_for=stop_for, grace=grace)
+                left = wait_until(api_client, ns, set(plan), FINAL, timeout=600)
+                all_final = time.time()
+                wrote = _first_status_write_after(operator.log_path, measured.healthy_at)
+            finally:
+                operator.stop()
+        back = measured.healthy_at
+        print(
+            f"kube-apiserver down {measured.down_seconds:.1f} s "
+            f"(stopped for {measured.started_at - measured.stopped_at:.1f} s, ready "
+            f"{measured.healthy_at - measured.started_at:.1f} s after its start); after its "
+            f"return: first status write {'none' if wrote is None else f'{wrote - back:.2f} s'}, "
+            f"all 50 final {all_final - back:.0f} s; {operator.log().count('reconcile failed')} "
+            f"reconcile steps failed; test {time.monotonic() - started:.0f} s; operator log "
+            f"{operator.log_path}"
+        )
         assert not left, f"not finished: {sorted(left)}"
         assert wrote is not None, "the operator wrote no status after the API server returned"
         wrong = wrong_results(api_client, ns, plan, redis_url)
