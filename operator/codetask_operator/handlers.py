@@ -73,7 +73,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     client = await connect()
     _runtime["client"] = client
-    beats = Heartbeats(config.redis_url) if config.redis_url else None
+    beats = Heartbeats(config.redis_url, config.heartbeat_ttl_seconds) if config.redis_url else None
     _runtime["heartbeats"] = beats
     _runtime["reconciler"] = Reconciler(Kube(client), config, registry, heartbeats=beats)
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
