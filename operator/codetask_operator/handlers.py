@@ -23,7 +23,7 @@ from codetask_operator.status import slim
 
 log = logging.getLogger("codetask")
 SELECTOR = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
-API_ERROR_BACKOFFS = (1, 2, 4, 8, 15, *(30,) * 20)
+API_ERROR_BACKOFFS = (1, 2, 4, 8, 15, 30, 30, 30, 30)
 """Seconds between kopf's retries of a failing API call (watches included)."""
 MISSING_JOB_GRACE_SECONDS = 10.0
 """A Job missing from the watch this long is gone, not just not listed or echoed yet."""
@@ -66,7 +66,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.persistence.diffbase_storage = NoDiffBase()
     # kopf's default gives up on a failing API call (a watch included) after 54 s and the operator
-    # exits; an API server restart or upgrade can take longer: wait about ten minutes.
+    # exits; an API server restart or upgrade can take longer: wait about 2.5 minutes (kopf retries
+    # 403 too, so much longer would hide a missing RBAC rule behind minutes of retries).
     settings.networking.error_backoffs = API_ERROR_BACKOFFS
     metrics.serve(
         config.metrics_port, lambda: (t.status.get("phase") for t in registry.tasks.values())

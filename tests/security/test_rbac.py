@@ -19,6 +19,7 @@ ALLOWED = [
     ("delete", "jobs.batch", ""),
     ("watch", "pods", ""),
     ("create", "events", ""),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
 ]
 DENIED = [
     ("get", "secrets", ""),
@@ -33,6 +34,7 @@ DENIED = [
     ("create", "rolebindings.rbac.authorization.k8s.io", ""),
     ("update", "jobs.batch", ""),
     ("get", "nodes", ""),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("*", "*", ""),
 ]
 
