@@ -329,10 +329,18 @@ class Reconciler:
                 return
             spec = api.CodeTaskSpec.model_validate(state.spec)
             lost = status.Outcome(api.Phase.FAILED, api.Reason.LOST, message)
-            state.decided = state.decided or lost
+            state.decided = state.decided or await self._reported(state) or lost
             if job_name := state.status.get("jobName"):
                 await self.kube.delete_job(state.namespace, job_name)
             await self._attempt_ended(state, spec, state.decided, state.pod_view())
+
+    async def _reported(self, state: TaskState) -> status.Outcome | None:
+        """What the runner reported through Redis for the current attempt: its code may have ended
+        while the pod, its node or the Job could not tell (a node that stopped reporting)."""
+        if self.heartbeats is None:
+            return None
+        raw = await self.heartbeats.result(state.namespace, state.name)
+        return status.reported_outcome(raw, state.status.get("startTime"))
 
     async def admit_waiting(self) -> None:
         """Start the queued tasks that fit now; refresh the positions of the others."""

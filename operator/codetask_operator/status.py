@@ -248,6 +248,18 @@ def _outcome_of_result(result: RunnerResult) -> Outcome:
     return Outcome(phase, reason, message, result.exit_code, result)
 
 
+def reported_outcome(raw: str | None, container_started: str | None) -> Outcome | None:
+    """The outcome the runner reported through Redis (`raw` result JSON), if it belongs to the
+    attempt whose container started at `container_started`: an earlier attempt's result (same
+    key) started its code before this container did."""
+    result = parse_result(raw)
+    started = parse_time(container_started)
+    ran = parse_time(result.started_at) if result else None
+    if result is None or started is None or ran is None or ran < started:
+        return None
+    return _outcome_of_result(result)
+
+
 def _outcome_of_container(terminated: Obj, custom_image: bool) -> Outcome:
     """An ended container without a runner result: OOMKilled, custom images, a crashed runner."""
     code = terminated.get("exitCode")
