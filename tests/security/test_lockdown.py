@@ -89,7 +89,9 @@ def test_fork_bomb_is_contained_and_the_node_stays_healthy(
 def test_filling_the_disk_is_stopped_at_the_ephemeral_storage_limit(
     api_client: client.ApiClient, namespace: str
 ) -> None:
-    fill = 'dd if=/dev/zero of="$HOME/fill" bs=1M count=2000 2>&1 | tail -n 1\nsleep 60\n'
+    # The kubelet measures emptyDir use every --volume-stats-agg-period (1 min) and evicts on its
+    # next check after that: the filler waits long enough for a busy node to get there.
+    fill = 'dd if=/dev/zero of="$HOME/fill" bs=1M count=2000 2>&1 | tail -n 1\nsleep 180\n'
     create(
         api_client,
         namespace,
@@ -97,11 +99,11 @@ def test_filling_the_disk_is_stopped_at_the_ephemeral_storage_limit(
             "fill",
             language="sh",
             code=fill,
-            timeoutSeconds=90,
+            timeoutSeconds=200,
             resources={"limits": {"ephemeral-storage": "64Mi"}},
         ),
     )
-    status = wait_for(api_client, namespace, "fill", timeout=120)["status"]
+    status = wait_for(api_client, namespace, "fill", timeout=240)["status"]
     assert status["phase"] == "Failed", status
     assert "ephemeral" in status["message"].lower() or "evict" in status["message"].lower(), status
     assert_node_healthy_and_tasks_still_run(api_client, namespace, "after-fill")
