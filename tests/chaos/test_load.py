@@ -26,7 +26,7 @@ from tests.conftest import SESSION
 from tests.e2e.conftest import OPERATOR_ENV, free_port
 from tests.e2e.tasks import FINAL, GROUP, PLURAL, VERSION, Operator, codetask, create
 
-pytestmark = pytest.mark.long
+pytestmark = [pytest.mark.long, pytest.mark.timeout(2400)]
 
 TASKS = int(os.environ.get("LOAD_TASKS", "1000"))
 LIMIT = 20

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 
+import pytest
 import redis
 from kubernetes import client
 
@@ -41,6 +42,7 @@ KINDS = {
 }
 
 
+@pytest.mark.timeout(1200)  # `make chaos` runs 200 tasks
 def test_operator_kills_lose_and_duplicate_nothing(
     api_client: client.ApiClient, namespace: str, operator: Operator, redis_url: str
 ) -> None:
