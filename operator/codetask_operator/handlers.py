@@ -181,5 +181,5 @@ async def _sweep(interval: float) -> None:
                 continue
             state.job_missing_since = None
             await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
-        await guarded("admission", _reconciler().admit_waiting())
+        await guarded("admission", _reconciler().admit_waiting(refresh_positions=True))
         await guarded("heartbeats", _reconciler().check_heartbeats())

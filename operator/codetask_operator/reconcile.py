@@ -128,6 +128,8 @@ SETTLE_SECONDS = 10.0
 """How long an ended Job waits for its pod's final state to be seen before settling without it."""
 POSITION_REFRESH_SECONDS = 10.0
 """A queued task's position in status is refreshed at most this often (bounded API writes)."""
+POSITION_WRITES_PER_SWEEP = 20
+"""At most this many queue positions are rewritten per sweep (every sweepIntervalSeconds)."""
 ATTEMPT_FIELDS = (
     "agent",
     "exitCode",
@@ -342,8 +344,10 @@ class Reconciler:
         raw = await self.heartbeats.result(state.namespace, state.name)
         return status.reported_outcome(raw, state.status.get("startTime"))
 
-    async def admit_waiting(self) -> None:
-        """Start the queued tasks that fit now; refresh the positions of the others."""
+    async def admit_waiting(self, refresh_positions: bool = False) -> None:
+        """Start the queued tasks that fit now. With `refresh_positions` (the sweeper), also rewrite
+        the stale queue positions, front of the queue first and at most POSITION_WRITES_PER_SWEEP:
+        every start moves every waiting task, and a deep queue must not cost a write per task."""
         if not self._limited():
             return
         async with self.admission_lock:
@@ -351,12 +355,19 @@ class Reconciler:
         for uid in decision.admit:
             state = self.registry.tasks[uid]
             self.spawn(state.name, self.reconcile(state))
+        if not refresh_positions:
+            return
         now = time.monotonic()
-        for uid, position in decision.positions.items():
+        stale = sorted(
+            (position, uid)
+            for uid, position in decision.positions.items()
+            if now - self.registry.tasks[uid].position_written_at >= POSITION_REFRESH_SECONDS
+            and self.registry.tasks[uid].status.get("queuePosition") != position
+        )
+        for position, uid in stale[:POSITION_WRITES_PER_SWEEP]:
             state = self.registry.tasks[uid]
-            stale = now - state.position_written_at >= POSITION_REFRESH_SECONDS
-            if stale and state.status.get("queuePosition") != position:
-                self.spawn(state.name, self._requeue(state, position))
+            state.position_written_at = now  # one write in flight per task
+            self.spawn(state.name, self._requeue(state, position))
 
     async def check_heartbeats(self) -> None:
         """Heartbeats and progress of running tasks from Redis; a silent runner is Lost."""
@@ -444,7 +455,10 @@ class Reconciler:
             if state.uid in decision.admit:
                 await self._start(state, spec, attempt)
                 return
-        await self._queue(state, decision.positions.get(state.uid))
+        if state.status.get("phase") != api.Phase.QUEUED:
+            # Once queued, its position moves with every start: the sweeper rewrites it, bounded
+            # (every write here would come back as an event and move it again).
+            await self._queue(state, decision.positions.get(state.uid))
 
     async def _requeue(self, state: TaskState, position: int) -> None:
         async with state.lock:
