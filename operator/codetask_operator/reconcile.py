@@ -279,27 +279,9 @@ class Reconciler:
                 )
                 await self._stop_attempt(state, job_name, outcome)
         if outcome is None and pod is not None and pod.terminated is None:
-            if pod.started_at is None:
-                if state.pending_since is None:
-                    state.pending_since = time.monotonic()
-                pending_for = time.monotonic() - state.pending_since
-                outcome = status.early_failure(
-                    pod, pending_for, self.settings.pending_grace_seconds
-                )
-                if outcome is not None:
-                    await self._stop_attempt(state, job_name, outcome)
-            else:
-                state.pending_since = None
-                if pod.ready is False:
-                    state.unready_since = state.unready_since or time.monotonic()
-                    unready_for = time.monotonic() - state.unready_since
-                    outcome = status.node_lost(
-                        pod, unready_for, self.settings.heartbeat_ttl_seconds
-                    )
-                    if outcome is not None:
-                        await self._stop_attempt(state, job_name, outcome)
-                else:
-                    state.unready_since = None
+            outcome = self._stalled(state, pod)
+            if outcome is not None:
+                await self._stop_attempt(state, job_name, outcome)
         if outcome is not None:
             await self._attempt_ended(state, spec, outcome, pod)
         elif pod is not None:
@@ -308,6 +290,19 @@ class Reconciler:
             await self._write(state, status.running_patch(state.status, pod, ctx))
             if before != state.status.get("phase") == api.Phase.RUNNING:
                 self.post_event(state, "Normal", "Started", f"pod {pod.name} running on {pod.node}")
+
+    def _stalled(self, state: TaskState, pod: PodView) -> status.Outcome | None:
+        """How a pod that has not ended fails its attempt, if it does: it never started within the
+        pending grace, or it runs on a node that stopped reporting. Keeps the two stopwatches."""
+        if pod.started_at is None:
+            state.pending_since, pending_for = _stopwatch(state.pending_since)
+            return status.early_failure(pod, pending_for, self.settings.pending_grace_seconds)
+        state.pending_since = None
+        if pod.ready is not False:
+            state.unready_since = None
+            return None
+        state.unready_since, unready_for = _stopwatch(state.unready_since)
+        return status.node_lost(pod, unready_for, self.settings.heartbeat_ttl_seconds)
 
     async def _stop_attempt(self, state: TaskState, job_name: str, outcome: status.Outcome) -> None:
         """End the attempt as `outcome` before its Job did: the decision sticks, the Job goes."""
@@ -686,6 +681,13 @@ class Reconciler:
                 "phase": state.status.get("phase"),
             },
         )
+
+
+def _stopwatch(started: float | None) -> tuple[float, float]:
+    """(start, seconds since it) of a stopwatch on the monotonic clock, started now if not yet."""
+    now = time.monotonic()
+    start = now if started is None else started
+    return start, now - start
 
 
 async def guarded(what: str, coro: Awaitable[None]) -> None:

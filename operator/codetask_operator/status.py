@@ -197,14 +197,6 @@ def deadline_passed(job: Obj | None, now: datetime) -> bool:
     return (now - started).total_seconds() >= float(deadline) - 1
 
 
-def job_finished_at(job: Obj | None) -> datetime | None:
-    """When the Job's Complete or Failed condition became true."""
-    for c in (job or {}).get("status", {}).get("conditions") or []:
-        if c.get("type") in ("Complete", "Failed") and c.get("status") == "True":
-            return parse_time(c.get("lastTransitionTime"))
-    return None
-
-
 def job_finished(job: Obj | None) -> tuple[str, str, str] | None:
     """(Complete|Failed, reason, message) once the Job has ended, else None."""
     for c in (job or {}).get("status", {}).get("conditions") or []:
