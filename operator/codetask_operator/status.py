@@ -27,16 +27,18 @@ from codetask_operator.api import (
 Obj = Mapping[str, Any]
 
 IMAGE_ERRORS: Final = frozenset(
-    {
-        "ErrImageNeverPull",
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "ImageInspectError",
-    }
+    {"ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "InvalidImageName"}
 )
-CONFIG_ERRORS: Final = frozenset({"CreateContainerConfigError"})
-START_ERRORS: Final = frozenset({"CreateContainerError", "RunContainerError"})
+ERRORS_AFTER_GRACE: Final = {
+    "CreateContainerConfigError": Reason.CONFIG_ERROR,
+    "CreateContainerError": Reason.START_ERROR,
+    "RunContainerError": Reason.START_ERROR,
+    # The runtime could not look at an image it has: a node fault more often than a bad image.
+    "ImageInspectError": Reason.IMAGE_ERROR,
+}
+"""Waiting reasons that fail a task once the pod has been pending for the grace period."""
+RUNTIME_UNAVAILABLE: Final = "code = Unavailable"
+"""How the kubelet's call to the container runtime fails while the runtime is down (gRPC status)."""
 
 
 def iso(t: datetime) -> str:
@@ -344,21 +346,20 @@ def attempt_outcome(
 def early_failure(pod: PodView, pending_for: float, grace_seconds: float) -> Outcome | None:
     """Failures visible on a pod that has not run: they would otherwise wait for timeoutSeconds.
 
-    An unschedulable pod is not one of them: a full cluster frees up (the task stays Pending with
-    reason Unschedulable, and its deadline still runs)."""
-    if pod.waiting_reason in IMAGE_ERRORS:
-        return Outcome(
-            Phase.FAILED,
-            Reason.IMAGE_ERROR,
-            f"{pod.waiting_reason}: {pod.waiting_message}".rstrip(": "),
-        )
-    if pending_for < grace_seconds:
+    Neither is an unschedulable pod (a full cluster frees up: the task stays Pending with reason
+    Unschedulable) nor one whose node's container runtime is down or restarting (it comes back);
+    the attempt's deadline still runs for both."""
+    if RUNTIME_UNAVAILABLE in pod.waiting_message:
         return None
-    if pod.waiting_reason in CONFIG_ERRORS:
-        return Outcome(Phase.FAILED, Reason.CONFIG_ERROR, pod.waiting_message or pod.waiting_reason)
-    if pod.waiting_reason in START_ERRORS:
-        return Outcome(Phase.FAILED, Reason.START_ERROR, pod.waiting_message or pod.waiting_reason)
-    return None
+    if pod.waiting_reason is None:
+        return None
+    message = f"{pod.waiting_reason}: {pod.waiting_message}".rstrip(": ")
+    if pod.waiting_reason in IMAGE_ERRORS:
+        return Outcome(Phase.FAILED, Reason.IMAGE_ERROR, message)
+    reason = ERRORS_AFTER_GRACE.get(pod.waiting_reason)
+    if reason is None or pending_for < grace_seconds:
+        return None
+    return Outcome(Phase.FAILED, reason, message)
 
 
 NODE_LOST_SECONDS = 300.0

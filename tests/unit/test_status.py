@@ -36,6 +36,7 @@ def result(reason: str = "Completed", exit_code: int | None = 0, **extra: Any) -
 def pod(
     *,
     waiting: str | None = None,
+    message: str | None = None,
     running: bool = False,
     terminated: dict[str, Any] | None = None,
     unschedulable: bool = False,
@@ -43,7 +44,7 @@ def pod(
 ) -> dict[str, Any]:
     state: dict[str, Any] = {}
     if waiting:
-        state["waiting"] = {"reason": waiting, "message": f"{waiting} details"}
+        state["waiting"] = {"reason": waiting, "message": message or f"{waiting} details"}
     if running:
         state["running"] = {"startedAt": "2026-11-23T12:00:01Z"}
     if terminated is not None:
@@ -218,11 +219,22 @@ def test_attempt_outcome(
     assert got == expected
 
 
+DOWN = (
+    'Failed to inspect image "codetask-runner:dev": rpc error: code = Unavailable desc = connection'
+    ' error: desc = "transport: Error while dialing dial unix /run/containerd/containerd.sock"'
+)
+"""What the kubelet reports while containerd restarts (seen in the chaos test)."""
+
+
 @pytest.mark.parametrize(
     ("pod_body", "pending_for", "expected"),
     [
         (pod(waiting="ErrImageNeverPull"), 0, Reason.IMAGE_ERROR),
         (pod(waiting="ImagePullBackOff"), 0, Reason.IMAGE_ERROR),
+        (pod(waiting="ImageInspectError"), 1, None),
+        (pod(waiting="ImageInspectError"), 30, Reason.IMAGE_ERROR),
+        (pod(waiting="ImageInspectError", message=DOWN), 300, None),
+        (pod(waiting="CreateContainerError", message=DOWN), 300, None),
         (pod(waiting="CreateContainerConfigError"), 1, None),
         (pod(waiting="CreateContainerConfigError"), 30, Reason.CONFIG_ERROR),
         (pod(waiting="RunContainerError"), 30, Reason.START_ERROR),
@@ -231,7 +243,7 @@ def test_attempt_outcome(
         (pod(waiting="ContainerCreating"), 300, None),
     ],
 )
-def test_early_failure_waits_out_the_grace_except_for_image_errors(
+def test_early_failure_waits_out_the_grace_except_for_image_errors_and_a_runtime_down(
     pod_body: dict[str, Any], pending_for: float, expected: Reason | None
 ) -> None:
     outcome = status.early_failure(view(pod_body), pending_for, grace_seconds=20)
