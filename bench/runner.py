@@ -5,9 +5,10 @@ that `make images` built, unpacked and entered with chroot, as uid 65532 like th
 interpreter, standard library and runner files the pod has, without the container start that both
 would share. The runner gets the environment its Job gives it (from the operator's `build_job`).
 Whole-process wall time (fork → exit) over many alternating runs, after warm-up runs. Beside
-them, what bounds the runner: `python3 -m` of an empty module (the entrypoint's own cost), the
-same forking and running the code in the child (the floor of a runner that forks), the runner
-without `-m`, and the runner spawning a second interpreter (started with `-u`, as before the fork).
+them, what bounds the runner: `python3` running an empty script (an entry script's own cost), a
+script forking and running the code in the child (the floor of a runner that forks), the runner
+started with `-m` (runpy, the entrypoint before 2026-11-23), and the runner spawning a second
+interpreter (started with `-u`, as before the fork).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ IMAGES = Path(os.environ.get("CODETASK_CACHE", Path.home() / ".cache/codetask"))
 UID = jobs.NON_ROOT_ID
 WARMUP = 10
 FLOOR_DIR = "/opt/codetask-bench"
-FLOOR_MODULES = {
+FLOOR_SCRIPTS = {
     "empty.py": "",
     "forked.py": (
         "import os\n"
@@ -45,7 +46,6 @@ FLOOR_MODULES = {
         "os.wait()\n"
     ),
 }
-WITHOUT_RUNPY = "from codetask_runner.__main__ import main; import os; os._exit(main())"
 
 
 def _image_archive() -> Path:
@@ -101,17 +101,12 @@ def _timed(argv: list[str], env: dict[str, str], enter: Any) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _floor_modules(root: Path) -> str:
-    """FLOOR_MODULES written to FLOOR_DIR in the image's root and compiled (as root)."""
+def _floor_scripts(root: Path) -> str:
+    """FLOOR_SCRIPTS written to FLOOR_DIR in the image's root."""
     directory = root / FLOOR_DIR.lstrip("/")
     directory.mkdir(parents=True)
-    for name, text in FLOOR_MODULES.items():
+    for name, text in FLOOR_SCRIPTS.items():
         (directory / name).write_text(text)
-    subprocess.run(
-        ["python3", "-m", "compileall", "-q", FLOOR_DIR],
-        preexec_fn=functools.partial(os.chroot, root),
-        check=True,
-    )
     return FLOOR_DIR
 
 
@@ -139,16 +134,16 @@ def run(ctx: Context) -> Result:
         bare_env = dict(item.split("=", 1) for item in config.get("Env") or [])
         enter = functools.partial(_enter, root, workdir)
         runner_argv = list(config["Entrypoint"])
-        floor_env = {**bare_env, "PYTHONPATH": _floor_modules(root)}
+        floor = _floor_scripts(root)
         other_env = {**env, "CODETASK_RESULT_PATH": f"{jobs.SCRATCH_DIR}/other-result.json"}
         variants = {
             "runner": (runner_argv, env),
             "bare": (["python3", "-c", "print(1)"], bare_env),
-            # What bounds it: the entrypoint's `-m` alone, `-m` with a fork running the code,
-            # the runner without `-m`, the runner spawning python3 as before the fork.
-            "python3 -m of an empty module": (["python3", "-m", "empty"], floor_env),
-            "python3 -m, forking to run the code": (["python3", "-m", "forked"], floor_env),
-            "runner without -m (python3 -c)": (["python3", "-c", WITHOUT_RUNPY], other_env),
+            # What bounds it: an entry script alone, a script with a fork running the code, the
+            # runner through runpy, the runner spawning python3 as before the fork.
+            "python3 of an empty script": (["python3", f"{floor}/empty.py"], bare_env),
+            "python3 script forking to run the code": (["python3", f"{floor}/forked.py"], bare_env),
+            "runner with -m (runpy)": (["python3", "-m", "codetask_runner"], other_env),
             "runner spawning python3 (-u)": (["python3", "-u", *runner_argv[1:]], other_env),
         }
         times: dict[str, list[float]] = {k: [] for k in variants}

@@ -20,10 +20,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
     && rm -rf /var/lib/apt/lists/* /root/.npm /root/.cache
 RUN groupadd -g 65532 runner && useradd -u 65532 -g 65532 -M -d /scratch -s /usr/sbin/nologin runner
 COPY codetask_runner /opt/codetask/codetask_runner
+COPY bin/codetask-runner /opt/codetask/bin/codetask-runner
 # Bytecode in the image: the root filesystem is read-only in the pod (and PYTHONDONTWRITEBYTECODE
 # is set), so without it every task would compile the runner again (~5 ms of its start-up).
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash /opt/codetask
 ENV PYTHONPATH=/opt/codetask PYTHONDONTWRITEBYTECODE=1
 WORKDIR /scratch
 USER 65532:65532
-ENTRYPOINT ["python3", "-m", "codetask_runner"]
+ENTRYPOINT ["python3", "/opt/codetask/bin/codetask-runner"]

@@ -26,19 +26,23 @@ recursion limit leaves about ten frames fewer); modules the runner's start-up lo
 
 from __future__ import annotations
 
+import _thread
+import _warnings  # what warnings.py wraps: ~0.5 ms of start-up for one filter
 import io
 import os
 import sys
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up; mypy still reads the block below
 if TYPE_CHECKING:
-    import _thread
+    import importlib._bootstrap_external as _bootstrap_external
     import signal as _signal
     from types import CodeType, ModuleType, TracebackType
     from typing import Any, NoReturn, TextIO
 else:
+    # What importlib.util and .machinery re-export, loaded with the interpreter: importing them
+    # would cost ~3 ms of start-up (contextlib, collections, functools).
+    import _frozen_importlib_external as _bootstrap_external
     import _signal  # signal.py wraps it in enums: ~2 ms of start-up for names we do not need
-    import _thread
 
 RUNNER_PACKAGE = __name__.rpartition(".")[0]
 EXIT_FLUSH_FAILED = 120
@@ -47,6 +51,8 @@ _DEFAULT_SIGNALS = (_signal.SIGTERM, _signal.SIGCHLD, _signal.SIGQUIT, _signal.S
 """Handled by the runner, or reset by the spawn (``setsigdef``): default again, as after exec."""
 _IGNORED_SIGNALS = (_signal.SIGPIPE, _signal.SIGXFSZ)
 """Ignored by every CPython at start-up."""
+_WARNINGS_AS_ERRORS = ("error", None, Warning, None, 0)
+"""A warnings filter: while the code compiles, any warning raises."""
 
 
 def compile_code(path: str) -> CodeType | None:
@@ -57,20 +63,22 @@ def compile_code(path: str) -> CodeType | None:
     the compiler's work."""
     if sys.flags.inspect:  # the interpreter would go interactive after the code
         return None
-    import warnings
-
     try:
         with open(path, "rb") as file:
             source = file.read()
         if not _plain_source(path, source):
             return None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        # A CPython without these internals (3.13 renamed one) raises here: the spawn runs it.
+        _warnings.filters.insert(0, _WARNINGS_AS_ERRORS)
+        _warnings._filters_mutated()  # type: ignore[attr-defined]
+        try:
             # dont_inherit: the runner's own `from __future__` flags must not reach the code
-            code = compile(source, path, "exec", dont_inherit=True)
+            return compile(source, path, "exec", dont_inherit=True)
+        finally:
+            _warnings.filters.remove(_WARNINGS_AS_ERRORS)
+            _warnings._filters_mutated()  # type: ignore[attr-defined]
     except Exception:
         return None
-    return None if caught else code
 
 
 def run(code: CodeType, argv: list[str], env: dict[str, str]) -> NoReturn:
@@ -127,11 +135,9 @@ def _start(argv: list[str], env: dict[str, str]) -> tuple[ModuleType, frozenset[
 def _plain_source(path: str, source: bytes) -> bool:
     """False where ``python3 PATH`` would not compile the file as source: bytecode (by name or
     magic number) or a zip archive (it would run its ``__main__.py``)."""
-    from importlib.util import MAGIC_NUMBER
-
     return not (
         path.endswith(".pyc")
-        or source[:2] == MAGIC_NUMBER[:2]
+        or source[:2] == _bootstrap_external.MAGIC_NUMBER[:2]
         or b"PK\x05\x06" in source[-65557:]  # a zip's end-of-central-directory record
     )
 
@@ -163,13 +169,11 @@ def _stream(fd: int, like: TextIO, unbuffered: bool) -> io.TextIOWrapper:
 
 def _main_module(path: str) -> ModuleType:
     """``__main__`` as CPython sets it up for a script: these names, in this order."""
-    from importlib.machinery import SourceFileLoader
-
     main = type(sys)("__main__")
     namespace = main.__dict__
     namespace["__annotations__"] = {}
     namespace["__builtins__"] = sys.modules["builtins"]
-    namespace["__loader__"] = SourceFileLoader("__main__", path)
+    namespace["__loader__"] = _bootstrap_external.SourceFileLoader("__main__", path)
     namespace["__file__"] = path
     namespace["__cached__"] = None
     return main

@@ -1,4 +1,4 @@
-"""Agent mode as a real process: ``python -m codetask_runner`` with CODETASK_MODE=agent.
+"""Agent mode as a real process: the image's entry point with CODETASK_MODE=agent.
 
 A fake ``claude`` (a script that replays stream-json lines and records how it was started) stands
 in for the CLI, so these tests cover what the runner does around it: flags, stdin, environment,
@@ -79,7 +79,7 @@ class AgentRunner:
 
     def start(self) -> AgentRunner:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "codetask_runner"],
+            [sys.executable, str(RUNNER_SOURCE / "bin/codetask-runner")],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

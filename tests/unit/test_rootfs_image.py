@@ -33,7 +33,7 @@ def test_every_instruction_of_our_dockerfiles_is_understood(name: str) -> None:
 def test_runner_and_operator_images_match_their_dockerfiles() -> None:
     runner = rootfs_image.plan(rootfs_image.parse(DOCKERFILES["runner"].read_text()), {})
     assert runner.base == "debian:bookworm-slim"
-    assert runner.config.entrypoint == ["python3", "-m", "codetask_runner"]
+    assert runner.config.entrypoint == ["python3", "/opt/codetask/bin/codetask-runner"]
     assert runner.config.workdir == "/scratch"
     assert runner.config.env["PYTHONPATH"] == "/opt/codetask"
     operator = rootfs_image.plan(rootfs_image.parse(DOCKERFILES["operator"].read_text()), {})

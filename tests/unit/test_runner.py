@@ -1,4 +1,4 @@
-"""The runner as a real process: ``python -m codetask_runner`` with the contract's environment.
+"""The runner as a real process: the image's entry point with the contract's environment.
 
 Each test starts the runner like the pod does (env in, result file and exit code out), with a
 temp dir as workdir and a temp file as CODETASK_RESULT_PATH. Redis tests use a real redis-server.
@@ -27,6 +27,7 @@ import redis
 pytestmark = pytest.mark.unit
 
 RUNNER_SOURCE = Path(__file__).resolve().parents[2] / "runner-image"
+ENTRY = RUNNER_SOURCE / "bin/codetask-runner"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 RESULT_LIMIT = 4096
 SERVER_OPTIONS = ("--save", "", "--appendonly", "no")
@@ -99,7 +100,7 @@ class Runner:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.started = time.monotonic()
             self.process = subprocess.Popen(
-                [sys.executable, *self.options, "-m", "codetask_runner"],
+                [sys.executable, *self.options, str(ENTRY)],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -628,7 +629,7 @@ def test_python_runs_in_a_fork_of_the_runner_unless_the_runner_has_interpreter_o
     spawned = Runner(tmp_path, WHICH_PATH, options=SPAWN).run()
     spawned_x = Runner(tmp_path, WHICH_PATH, options=("-X", "importtime")).run()
 
-    assert forked.result["stdout"] == "[b'-m', b'codetask_runner']\n"  # the runner's command line
+    assert forked.result["stdout"] == f"[{bytes(ENTRY)!r}]\n"  # the runner's command line
     assert spawned.result["stdout"] == f"[{code_file.encode()!r}]\n"
     assert spawned_x.result["stdout"] == spawned.result["stdout"]
     assert "import time" not in spawned_x.result["stderr"]  # the option did not reach the code
