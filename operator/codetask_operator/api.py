@@ -89,7 +89,6 @@ FINAL_PHASES: Final = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.TIMED_OUT,
 class Reason(StrEnum):
     """Why the task, an attempt or a condition is where it is. A closed set: see REASON_HELP."""
 
-    CREATED = "Created"
     QUEUED = "Queued"
     SCHEDULED = "Scheduled"
     STARTED = "Started"
@@ -112,7 +111,6 @@ class Reason(StrEnum):
 
 
 REASON_HELP: Final[dict[Reason, str]] = {
-    Reason.CREATED: "(Pending) seen by the operator, the first Job is being created",
     Reason.QUEUED: "(Queued) waiting for a slot under the operator's running-task limits",
     Reason.SCHEDULED: "(Pending) the attempt's Job exists, its pod is not running yet",
     Reason.STARTED: "(Running) the task's container is running",
