@@ -49,7 +49,11 @@ class Settings(BaseSettings):
         None, ge=0, description="For tasks without spec.ttlSecondsAfterFinished; unset = keep."
     )
 
-    redis_url: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
+    redis_url: str | None = Field(
+        None,
+        pattern=r"^rediss?://",
+        description="redis:// or rediss://: task pods reach it over the network (no unix socket).",
+    )
     heartbeat_interval_seconds: int = Field(10, ge=1, le=3600)
     heartbeat_ttl_seconds: int = Field(30, ge=2, le=86400)
     grace_seconds: int = Field(5, ge=0, le=300)

@@ -74,6 +74,7 @@ def test_lists_are_comma_separated_or_json(monkeypatch: pytest.MonkeyPatch, valu
             "CODETASK_NAMESPACES: not namespace names or glob patterns: Team_B",
         ),
         ("CODETASK_REDIS_URL", "http://secret@redis", "CODETASK_REDIS_URL: must match"),
+        ("CODETASK_REDIS_URL", "unix:///run/redis.sock", "CODETASK_REDIS_URL: must match"),
         ("CODETASK_WEBHOOK_ENABLED", "perhaps", "CODETASK_WEBHOOK_ENABLED: must be true or false"),
         ("CODETASK_HEARTBEAT_TTL_SECONDS", "5", "CODETASK_HEARTBEAT_TTL_SECONDS (5) must exceed"),
         (
