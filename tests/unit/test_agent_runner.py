@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_agent_stream import RECORDED
+from tests.recordings import RECORDED
 
 pytestmark = pytest.mark.unit
 
