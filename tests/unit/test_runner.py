@@ -30,7 +30,7 @@ RUNNER_SOURCE = Path(__file__).resolve().parents[2] / "runner-image"
 ENTRY = RUNNER_SOURCE / "bin/codetask-runner"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 RESULT_LIMIT = 4096
-SERVER_OPTIONS = ("--save", "", "--appendonly", "no")
+SERVER_OPTIONS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 
 
 @dataclass
@@ -741,23 +741,34 @@ class RedisServer:
 
 
 def _start_redis() -> RedisServer:
+    """A redis-server of the test's own, with a password: a server that another test session
+    starts on the same port after this one stops is never taken for it."""
     if not os.path.exists(REDIS_SERVER):
         pytest.fail("redis-server is missing: apt-get install -y redis-server (make test does)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [REDIS_SERVER, *("--port", str(port), "--bind", "127.0.0.1"), *SERVER_OPTIONS],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, decode_responses=True)
+    password = uuid.uuid4().hex
+    for _ in range(5):
+        port = _free_port()
+        process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(port), "--requirepass", password, *SERVER_OPTIONS],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=port, password=password, decode_responses=True)
+        if _answers(client, process):
+            return RedisServer(f"redis://:{password}@127.0.0.1:{port}/0", client, process)
+        process.kill()
+        process.wait()
+    pytest.fail("redis-server did not start")
+
+
+def _answers(client: redis.Redis, process: subprocess.Popen[bytes]) -> bool:
+    """True once the server answers; False if it exits first (its port was taken meanwhile)."""
     deadline = time.monotonic() + 10
-    while True:
+    while process.poll() is None and time.monotonic() < deadline:
         try:
-            client.ping()
-            break
+            return bool(client.ping())
         except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
-    return RedisServer(f"redis://127.0.0.1:{port}/0", client, process)
+    return False
 
 
 def _stop_redis(server: RedisServer) -> None:
@@ -1008,4 +1019,6 @@ def test_redis_dying_mid_run_warns_once_and_the_result_still_lands(tmp_path: Pat
     assert result.exit_code == 0
     assert result.result["stdout"] == "started\ndone\n"
     assert len(result.runner_lines) == 1
+    password = server.url.split("@")[0].rpartition(":")[2]
+    assert password not in result.runner_lines[0]  # the warning does not leak the URL's secret
     assert result.seconds < 3.5
