@@ -7,12 +7,19 @@ or the one `hack/cluster/cluster.sh up` brings up (local from Debian packages, o
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.e2e.tasks import Operator
 
 REPO = Path(__file__).resolve().parent.parent
 K8S_BIN = Path(os.environ.get("CODETASK_CACHE", Path.home() / ".cache/codetask")) / "k8s-1.20.2"
@@ -67,3 +74,73 @@ def namespace(api_client: object) -> Iterator[str]:
     )
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+# The fixtures below are defined here, once, for every directory: a fixture imported into another
+# conftest is a second definition with its own instance — a second operator process serving the
+# same namespaces, racing the first (CI saw one task's attempt recorded twice).
+_session_operators: list[Operator] = []
+
+
+@pytest.fixture(scope="session")
+def crd(kubeconfig: str) -> None:
+    """The CodeTask CRD from crds/, applied and Established."""
+    subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
+    subprocess.run(
+        ["kubectl", "wait", "--for=condition=Established", "crd/codetasks.codetask.dev"],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def operator(crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """The session's operator, running as a process and serving the session's namespaces
+    (`SESSION-*`); tests may kill and restart it."""
+    from tests.e2e.conftest import OPERATOR_ENV, free_port
+    from tests.e2e.tasks import Operator
+
+    assert not _session_operators, "a second definition of the `operator` fixture ran"
+    log_dir = tmp_path_factory.mktemp("operator")
+    ports = {"CODETASK_HEALTH_PORT": str(free_port()), "CODETASK_METRICS_PORT": str(free_port())}
+    op = Operator(
+        cmd=[sys.executable, "-m", "codetask_operator"],
+        env={**os.environ, **OPERATOR_ENV, **ports},
+        log_path=log_dir / "operator.log",
+    )
+    op.start()
+    _session_operators.append(op)
+    yield op
+    op.stop(signal.SIGTERM)
+    time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def redis_url(api_client: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server on the node's address, where task pods can reach it."""
+    import redis
+    from kubernetes import client
+
+    from tests.e2e.conftest import free_port
+
+    node = client.CoreV1Api(api_client).list_node().items[0]
+    host = next(a.address for a in node.status.addresses if a.type == "InternalIP")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    options = ("--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", workdir)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", f"{host} 127.0.0.1", *map(str, options)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://{host}:{port}/0"
+    end = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < end, "redis-server did not start"
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait()

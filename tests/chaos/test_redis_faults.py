@@ -28,7 +28,7 @@ from kubernetes import client
 
 from tests.conftest import SESSION
 from tests.e2e.conftest import OPERATOR_ENV, free_port
-from tests.e2e.tasks import FINAL, Operator, codetask, create, get
+from tests.e2e.tasks import FINAL, Operator, codetask, create, get, runner_pid
 
 TTL = 4
 FROZEN = 2.5
@@ -206,23 +206,6 @@ def assert_real_results(
         for name, code in want.items()
     }
     assert got == expected
-
-
-def runner_pid(ns: str, name: str) -> int:
-    """The task's runner on this node: of the processes with its CODETASK_* environment (the
-    runner and the code it forked), the one whose parent is not one of them."""
-    wanted = {f"CODETASK_NAMESPACE={ns}".encode(), f"CODETASK_NAME={name}".encode()}
-    parents = {}
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and wanted <= set((proc / "environ").read_bytes().split(b"\0")):
-                stat = (proc / "stat").read_text()
-                parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-    runners = [pid for pid, parent in parents.items() if parent not in parents]
-    assert len(runners) == 1, (ns, name, parents)
-    return runners[0]
 
 
 def runner_warnings(api: client.ApiClient, ns: str, task: str) -> int:

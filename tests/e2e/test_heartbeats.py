@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -18,50 +16,9 @@ from kubernetes import client
 
 from tests.conftest import SESSION
 from tests.e2e.conftest import OPERATOR_ENV, free_port
-from tests.e2e.tasks import Operator, codetask, create, get, wait_for
+from tests.e2e.tasks import Operator, codetask, create, get, runner_pid, wait_for
 
 TTL = 4
-
-
-@pytest.fixture(scope="module")
-def redis_url(
-    api_client: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A redis-server on the node's address, where task pods can reach it."""
-    node = client.CoreV1Api(api_client).list_node().items[0]
-    host = next(a.address for a in node.status.addresses if a.type == "InternalIP")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            f"{host} 127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://{host}:{port}/0"
-    end = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < end, "redis-server did not start"
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -92,22 +49,6 @@ def redis_operator(
     yield ns
     op.stop()
     core.delete_namespace(ns)
-
-
-def runner_pid(namespace: str, name: str) -> int | None:
-    """The task's runner process on this node (its container's PID 1)."""
-    wanted = {f"CODETASK_NAMESPACE={namespace}".encode(), f"CODETASK_NAME={name}".encode()}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if b"codetask_runner" not in (proc / "cmdline").read_bytes():
-                continue
-            if wanted <= set((proc / "environ").read_bytes().split(b"\0")):
-                return int(proc.name)
-        except OSError:
-            continue
-    return None
 
 
 def test_progress_and_heartbeats_reach_status(
@@ -156,7 +97,6 @@ def test_frozen_runner_is_lost_within_ttl_plus_10_seconds_and_retried(
         time.sleep(0.2)
     time.sleep(2)  # the operator has seen a heartbeat (sweep: 1 s)
     pid = runner_pid(redis_operator, "f")
-    assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     frozen = time.monotonic()
     try:
