@@ -58,13 +58,16 @@ ip route del $SERVICE_CIDR 2>/dev/null || true
 if [[ -x $K8S_BIN/kube-proxy ]] && iptables -t nat -S 2>/dev/null | grep -q 'KUBE-'; then
   "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
 fi
-for table in nat filter mangle; do
-  iptables -t "$table" -S 2>/dev/null | grep -E '^-A .*-j (KUBE|CNI)-' | grep -vE '^-A (KUBE|CNI)-' \
-    | while read -r rule; do eval "iptables -t $table -D ${rule#-A }" 2>/dev/null || true; done || true
-  chains=$(iptables -t "$table" -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}')
-  for chain in $chains; do iptables -t "$table" -F "$chain" 2>/dev/null || true; done
-  for chain in $chains; do iptables -t "$table" -X "$chain" 2>/dev/null || true; done
-done
+# A fresh machine may not have iptables yet (local-up.sh installs it): nothing to clean then.
+if command -v iptables >/dev/null; then
+  for table in nat filter mangle; do
+    iptables -t "$table" -S 2>/dev/null | grep -E '^-A .*-j (KUBE|CNI)-' | grep -vE '^-A (KUBE|CNI)-' \
+      | while read -r rule; do eval "iptables -t $table -D ${rule#-A }" 2>/dev/null || true; done || true
+    chains=$(iptables -t "$table" -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}')
+    for chain in $chains; do iptables -t "$table" -F "$chain" 2>/dev/null || true; done
+    for chain in $chains; do iptables -t "$table" -X "$chain" 2>/dev/null || true; done
+  done
+fi
 
 # Runtime state; certificates and the binary cache stay.
 rm -rf "$STATE/etcd" "$STATE/containerd" "$RUN_DIR" "$KUBELET_DIR" "$PIDS" "$LOGS.prev"
