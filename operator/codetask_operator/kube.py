@@ -201,6 +201,18 @@ class Kube:
             raise NotOurs(f"Job {namespace}/{name} exists and is not owned by this CodeTask")
         return name
 
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job as the API server has it now (None if there is none): a watch can lag."""
+        try:
+            job: dict[str, Any] = await self.client.request(
+                "GET", _path(namespace, "jobs", name, group="batch")
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return None
+        return job
+
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; absent is fine."""
         API_WRITES.labels("delete", "jobs").inc()

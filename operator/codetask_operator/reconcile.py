@@ -247,6 +247,10 @@ class Reconciler:
         if state.decided is not None:
             await self._attempt_ended(state, spec, state.decided, pod)
             return
+        if pod is not None and pod.deleted and status.job_finished(job) is None:
+            # The Job watch can lag the pod watch (a reconnecting stream): the Job controller may
+            # have deleted the pod at the deadline. Judge from the Job as it is now.
+            job = await self._read_job(state, job_name)
         settle = False
         if status.job_finished(job) is not None:
             # Counted from when this operator saw the end, not from the Job's own timestamp: after a
@@ -303,6 +307,15 @@ class Reconciler:
             return None
         state.unready_since, unready_for = _stopwatch(state.unready_since)
         return status.node_lost(pod, unready_for, self.settings.heartbeat_ttl_seconds)
+
+    async def _read_job(self, state: TaskState, job_name: str) -> dict[str, Any] | None:
+        """Read the Job from the API server into `state` (a GET, not a write)."""
+        fresh = await self.kube.get_job(state.namespace, job_name)
+        if fresh is None:
+            state.jobs.pop(job_name, None)
+            return None
+        state.jobs[job_name] = status.slim(fresh)
+        return state.jobs[job_name]
 
     async def _stop_attempt(self, state: TaskState, job_name: str, outcome: status.Outcome) -> None:
         """End the attempt as `outcome` before its Job did: the decision sticks, the Job goes."""
