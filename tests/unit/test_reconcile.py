@@ -14,39 +14,33 @@ from codetask_operator.reconcile import Reconciler, Registry, TaskState
 from codetask_operator.settings import Settings
 
 JOB = "t-0123456789-1"
-STARTED = datetime.now(UTC) - timedelta(seconds=30)
 
 
 def iso(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def job(started: datetime | None, deadline: int, failed: bool = False) -> dict[str, Any]:
-    job_status: dict[str, Any] = {"startTime": iso(started)} if started else {}
-    if failed:
-        job_status["conditions"] = [
-            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "late"}
-        ]
+def job(created: datetime, deadline: int, started: bool) -> dict[str, Any]:
     return {
-        "metadata": {"name": JOB, "creationTimestamp": iso(STARTED)},
+        "metadata": {"name": JOB, "creationTimestamp": iso(created)},
         "spec": {"activeDeadlineSeconds": deadline},
-        "status": job_status,
+        "status": {"startTime": iso(created)} if started else {},
     }
 
 
-def deleted_pod() -> dict[str, Any]:
+def deleted_pod(started: datetime) -> dict[str, Any]:
     return {
         "metadata": {
             "name": f"{JOB}-abcde",
             "labels": {"job-name": JOB},
-            "creationTimestamp": iso(STARTED),
+            "creationTimestamp": iso(started),
             "deletionTimestamp": iso(datetime.now(UTC)),
         },
         "spec": {"nodeName": "node-1"},
         "status": {
             "phase": "Running",
             "containerStatuses": [
-                {"name": "runner", "ready": True, "state": {"running": {"startedAt": iso(STARTED)}}}
+                {"name": "runner", "ready": True, "state": {"running": {"startedAt": iso(started)}}}
             ],
         },
     }
@@ -78,34 +72,32 @@ class FakeKube:
 
 
 @pytest.mark.parametrize(
-    ("seen", "actual", "phase", "reason", "job_deleted"),
+    ("seen", "deadline", "phase", "reason", "job_deleted"),
     [
         # The watch has not shown the Job's start: the API server has it past its deadline.
-        (job(None, 6), job(STARTED, 6), api.Phase.TIMED_OUT, api.Reason.DEADLINE_EXCEEDED, False),
+        ("unstarted", 6, api.Phase.TIMED_OUT, api.Reason.DEADLINE_EXCEEDED, False),
         # The watch has not shown the Job at all.
-        (None, job(STARTED, 6), api.Phase.TIMED_OUT, api.Reason.DEADLINE_EXCEEDED, False),
+        (None, 6, api.Phase.TIMED_OUT, api.Reason.DEADLINE_EXCEEDED, False),
         # The Job is well within its deadline: someone deleted the pod.
-        (job(None, 600), job(STARTED, 600), api.Phase.FAILED, api.Reason.LOST, True),
-        (job(STARTED, 600), job(STARTED, 600), api.Phase.FAILED, api.Reason.LOST, True),
+        ("unstarted", 600, api.Phase.FAILED, api.Reason.LOST, True),
+        ("started", 600, api.Phase.FAILED, api.Reason.LOST, True),
     ],
 )
 def test_a_deleted_pod_is_judged_from_the_job_as_it_is_now(
-    seen: dict[str, Any] | None,
-    actual: dict[str, Any],
-    phase: api.Phase,
-    reason: api.Reason,
-    job_deleted: bool,
+    seen: str | None, deadline: int, phase: api.Phase, reason: api.Reason, job_deleted: bool
 ) -> None:
-    kube = FakeKube(actual)
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    kube = FakeKube(job(started, deadline, started=True))
     reconciler = Reconciler(kube, Settings(), Registry())  # type: ignore[arg-type]
+    seen_job = job(started, deadline, started=seen == "started")
     state = TaskState(
         uid="u1",
         namespace="ns",
         name="t",
-        spec={"code": "import time; time.sleep(60)", "timeoutSeconds": 6},
-        status={"phase": "Running", "jobName": JOB, "attempts": 1, "startTime": iso(STARTED)},
-        jobs={JOB: status.slim(seen)} if seen else {},
-        pods={f"{JOB}-abcde": status.slim(deleted_pod())},
+        spec={"code": "import time; time.sleep(60)", "timeoutSeconds": deadline},
+        status={"phase": "Running", "jobName": JOB, "attempts": 1, "startTime": iso(started)},
+        jobs={JOB: status.slim(seen_job)} if seen else {},
+        pods={f"{JOB}-abcde": status.slim(deleted_pod(started))},
     )
     asyncio.run(reconciler.reconcile(state))
     assert (kube.status.get("phase"), kube.status.get("reason")) == (phase, reason)
