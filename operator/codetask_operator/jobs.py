@@ -32,6 +32,8 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_TASK: Final = "codetask.dev/task"
 LABEL_TASK_UID: Final = "codetask.dev/task-uid"
 LABEL_ATTEMPT: Final = "codetask.dev/attempt"
+LABEL_MODE: Final = "codetask.dev/mode"
+"""On task pods: ``code`` or ``agent``, what the chart's NetworkPolicies select them by."""
 RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
 
 _LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -257,7 +259,8 @@ def build_job(
     """The Job for one attempt of a validated CodeTask spec."""
     container = _container(task_name, namespace, spec, attempt, settings)
     labels = labels_for(task_name, task_uid, attempt)
-    template_metadata: dict[str, Any] = {"labels": {**spec.labels, **labels}}
+    mode = "agent" if spec.agent is not None else "code"
+    template_metadata: dict[str, Any] = {"labels": {**spec.labels, **labels, LABEL_MODE: mode}}
     if annotations := input_annotations(spec):
         template_metadata["annotations"] = annotations
     return {

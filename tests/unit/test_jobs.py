@@ -111,9 +111,12 @@ def test_job_and_pod_carry_task_labels_and_the_pod_the_routing_labels() -> None:
     assert job["metadata"]["labels"] == expected
     assert job["spec"]["template"]["metadata"]["labels"] == {
         **expected,
+        "codetask.dev/mode": "code",
         "team": "ml",
         "tier": "batch",
     }
+    agent_labels = build(agent_spec())["spec"]["template"]["metadata"]["labels"]
+    assert agent_labels["codetask.dev/mode"] == "agent"
     assert jobs.labels_for("hello", UID) == {
         k: v for k, v in expected.items() if k != "codetask.dev/attempt"
     }

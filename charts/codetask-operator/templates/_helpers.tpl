@@ -38,3 +38,29 @@ app.kubernetes.io/component: redis
 {{/* The in-chart Redis Service's name, and the prefix of the variables Kubernetes injects for it. */}}
 {{- define "codetask.redisName" -}}{{ include "codetask.fullname" . | trunc 57 | trimSuffix "-" }}-redis{{- end -}}
 {{- define "codetask.redisEnv" -}}{{ include "codetask.redisName" . | upper | replace "-" "_" }}{{- end -}}
+
+{{/* Namespaces that get the task pods' NetworkPolicies (a JSON list): networkPolicy.namespaces, or
+the watchNamespaces that are names rather than globs. */}}
+{{- define "codetask.taskNamespaces" -}}
+{{- $names := list -}}
+{{- range (.Values.networkPolicy.namespaces | default .Values.watchNamespaces) -}}
+{{- if not (regexMatch "[*?\\[\\]]" .) }}{{ $names = append $names . }}{{ end -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
+{{- end -}}
+
+{{/* Egress rules of task pods: DNS, the in-chart Redis, then the rules given ((list $ rules)). */}}
+{{- define "codetask.taskEgress" -}}
+{{- $root := index . 0 -}}
+{{- $rules := list -}}
+{{- if $root.Values.networkPolicy.allowDNS -}}
+{{- $rules = append $rules (dict "ports" (list (dict "port" 53 "protocol" "UDP") (dict "port" 53 "protocol" "TCP"))) -}}
+{{- end -}}
+{{- if $root.Values.redis.enabled -}}
+{{- $redis := include "codetask.redisSelector" $root | fromYaml -}}
+{{- $to := list (dict "namespaceSelector" (dict) "podSelector" (dict "matchLabels" $redis)) -}}
+{{- $rules = append $rules (dict "to" $to "ports" (list (dict "port" 6379 "protocol" "TCP"))) -}}
+{{- end -}}
+{{- $rules = concat $rules (index . 1 | default list) -}}
+{{- if $rules }}{{ toYaml $rules }}{{ else }}[]{{ end -}}
+{{- end -}}
