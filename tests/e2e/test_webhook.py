@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,15 +30,26 @@ def tasks_ns(crd: None, api_client: client.ApiClient) -> Iterator[str]:
         core = client.CoreV1Api(api_client)
         meta = client.V1ObjectMeta(name=TASKS_NS, labels={RELEASE_LABEL: RELEASE})
         core.create_namespace(client.V1Namespace(metadata=meta))
+        wait_until_answering(TASKS_NS)
         yield TASKS_NS
         kubectl("delete", "namespace", TASKS_NS, "--wait=false")
 
 
-def apply(namespace: str, name: str, **spec: Any) -> tuple[int, str]:
+def apply(namespace: str, name: str, *flags: str, **spec: Any) -> tuple[int, str]:
     done = kubectl(
-        "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(codetask(name, **spec))
+        "apply", "-n", namespace, *flags, "-f", "-", stdin=yaml.safe_dump(codetask(name, **spec))
     )
     return done.returncode, done.stderr
+
+
+def wait_until_answering(namespace: str, timeout: float = 60) -> None:
+    """Until the webhook answers through its Service. `helm --wait` saw the pod Ready, but
+    kube-proxy programs the Service's new endpoint on its own schedule, and the operator may still
+    be switching from standby to leader (CI saw calls refused just after the install)."""
+    end = time.monotonic() + timeout
+    while (answer := apply(namespace, "ping", "--dry-run=server", language="sh", code="true"))[0]:
+        assert time.monotonic() < end, f"webhook not answering after {timeout}s: {answer[1]}"
+        time.sleep(0.5)
 
 
 def test_task_with_both_code_and_command_is_refused_naming_the_field(tasks_ns: str) -> None:
