@@ -37,22 +37,30 @@ async def run(config: settings_mod.Settings) -> None:
     """Run kopf; with leader election, first as a standby until the Lease is ours.
 
     A standby runs kopf with only the webhook handler: it answers admission requests and /healthz
-    but watches nothing. Once the Lease is held, that kopf stops and the full operator starts.
+    but watches nothing. Once the Lease is held, that kopf stops and the full operator starts;
+    the webhook port stays open across (ContinuousServer).
     """
-    if not config.leader_election:
-        await _kopf(config, _operator_registry(config))
-        return
-    api_client = await connect()
-    elector = leader.Elector(api_client, config)
-    holding = asyncio.create_task(elector.hold())
+    server = webhook.server(config) if config.webhook_enabled else None
     try:
-        await _kopf(config, _standby_registry(config, elector), stop_flag=elector.decided)
-        if elector.leading:
-            await _kopf(config, _operator_registry(config))
+        if not config.leader_election:
+            await _kopf(config, server, _operator_registry(config))
+            return
+        api_client = await connect()
+        elector = leader.Elector(api_client, config)
+        holding = asyncio.create_task(elector.hold())
+        try:
+            await _kopf(
+                config, server, _standby_registry(config, elector), stop_flag=elector.decided
+            )
+            if elector.leading:
+                await _kopf(config, server, _operator_registry(config))
+        finally:
+            holding.cancel()
+            await elector.release()
+            await api_client.close()
     finally:
-        holding.cancel()
-        await elector.release()
-        await api_client.close()
+        if server is not None:
+            await server.close()
 
 
 def _standby_registry(
@@ -82,12 +90,13 @@ def _operator_registry(config: settings_mod.Settings) -> kopf.OperatorRegistry:
 
 async def _kopf(
     config: settings_mod.Settings,
+    server: webhook.ContinuousServer | None,
     registry: kopf.OperatorRegistry,
     stop_flag: asyncio.Event | None = None,
 ) -> None:
     settings = kopf.OperatorSettings()
-    if config.webhook_enabled:
-        webhook.configure(settings, config)
+    if server is not None:
+        webhook.configure(settings, server)
     await kopf.operator(
         registry=registry,
         settings=settings,
