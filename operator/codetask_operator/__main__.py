@@ -29,6 +29,8 @@ def main() -> int:
     kopf.configure(log_format=log_format, verbose=False)
     # One line per task transition (ours), not one per handler call on every watch event.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # Not a line per /healthz probe and per admission call (aiohttp's access log).
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     asyncio.run(run(config))
     return 0
 
