@@ -43,6 +43,8 @@ async def run(config: settings_mod.Settings) -> None:
     the webhook port stays open across (ContinuousServer).
     """
     server = webhook.server(config) if config.webhook_enabled else None
+    if server is not None:
+        await server.start()
     try:
         if not config.leader_election:
             await _kopf(config, server, _operator_registry(config))

@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from kopf._cogs.structs.reviews import Request, Response
 
 HANDLER_ID: Final = "validate-codetask"
-HANDOVER_WAIT_SECONDS: Final = 3.0
-"""How long a call that arrives between two kopf runs waits for the next (the API server gives the
-chart's webhook 5 s)."""
+HANDLER_WAIT_SECONDS: Final = 3.0
+"""How long a call that arrives before kopf's first run is ready waits for it (the API server gives
+the chart's webhook 5 s)."""
 
 
 def check(
@@ -60,36 +60,27 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
 
 
 class ContinuousServer:
-    """kopf's webhook server, kept listening from one kopf run to the next.
+    """kopf's webhook server, listening for the whole process rather than for one kopf run.
 
     A replica answers webhooks as a standby, then stops that kopf and starts the full operator's
     once the Lease is its own (at start-up, on a takeover, in a rolling update). kopf's own server
     closes its port in between, and the API server's calls are refused (failurePolicy Fail: the
-    user's apply fails). Here the socket stays open: a call arriving between two runs waits up to
-    HANDOVER_WAIT_SECONDS for the next run's handler, then is answered 503.
+    user's apply fails). Here the port opens before the first run and closes after the last; the
+    latest run's handler answers (it only reads what kopf loaded: registry, resources), and a call
+    that comes before the first run's handler waits up to HANDLER_WAIT_SECONDS for it, else 503.
     """
 
     def __init__(self, server: kopf.WebhookServer) -> None:
         self._server = server
         self._serve: kopf.WebhookFn | None = None
         self._serving = asyncio.Event()
-        self._listening: asyncio.Future[kopf.WebhookClientConfig] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
-        """What one kopf run calls: its handler `fn` serves until that run stops."""
-        self._serve = fn
-        self._serving.set()
-        if self._listening is None:
-            self._listening = asyncio.get_running_loop().create_future()
-            self._task = asyncio.create_task(self._listen(self._listening), name="webhook server")
-        try:
-            yield await asyncio.shield(self._listening)
-            await asyncio.Event().wait()
-        finally:
-            if self._serve is fn:
-                self._serve = None
-                self._serving.clear()
+    async def start(self) -> None:
+        """Listen. Called outside kopf: a task started in a kopf run is cancelled when it ends."""
+        listening: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._listen(listening), name="webhook server")
+        await listening
 
     async def close(self) -> None:
         """Stop listening (the process is ending)."""
@@ -97,12 +88,19 @@ class ContinuousServer:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _listen(self, listening: asyncio.Future[kopf.WebhookClientConfig]) -> None:
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        """What a kopf run calls: from now on its handler `fn` answers."""
+        self._serve = fn
+        self._serving.set()
+        yield kopf.WebhookClientConfig()  # the chart owns the webhook configuration
+        await asyncio.Event().wait()
+
+    async def _listen(self, listening: asyncio.Future[None]) -> None:
         # kopf's server restarts itself when the certificate files change, yielding again.
         async with self._server as server:
-            async for client_config in server(self._dispatch):
+            async for _client_config in server(self._dispatch):
                 if not listening.done():
-                    listening.set_result(client_config)
+                    listening.set_result(None)
 
     async def _dispatch(
         self,
@@ -113,9 +111,9 @@ class ContinuousServer:
         sslpeer: kopf.SSLPeer | None = None,
     ) -> Response:
         try:
-            await asyncio.wait_for(self._serving.wait(), HANDOVER_WAIT_SECONDS)
+            await asyncio.wait_for(self._serving.wait(), HANDLER_WAIT_SECONDS)
         except TimeoutError:
-            raise aiohttp.web.HTTPServiceUnavailable(reason="the operator is restarting") from None
+            raise aiohttp.web.HTTPServiceUnavailable(reason="the operator is starting") from None
         assert self._serve is not None
         return await self._serve(request, webhook=webhook, headers=headers, sslpeer=sslpeer)
 
