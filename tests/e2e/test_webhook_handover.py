@@ -7,7 +7,6 @@ only a real run shows that the server outlives it).
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from codetask_operator import webhook
 from codetask_operator.kube import login
 from codetask_operator.settings import Settings
+from tests.e2e.conftest import free_port
 
 REFUSED = "spec.code: set either code or command, not both"
 
@@ -48,9 +48,7 @@ def test_the_webhook_answers_before_between_and_after_kopf_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(webhook, "HANDLER_WAIT_SECONDS", 0.5)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/{webhook.HANDLER_ID}"
 
     async def verdict(session: aiohttp.ClientSession, uid: str) -> tuple[int, str]:
