@@ -21,6 +21,7 @@ from .oom import oom_kills
 from .process import StartError, run, which
 from .result import (
     AGENT_ERROR,
+    AGENT_UNAVAILABLE,
     COMPLETED,
     DEADLINE_EXCEEDED,
     MAX_TURNS,
@@ -50,6 +51,24 @@ CLI_DEFAULTS = {
 """Set for the CLI unless the task sets them: a task pod sends no telemetry and never updates."""
 API_KEY = "ANTHROPIC_API_KEY"
 _CONFIG_PREFIX = "CODETASK_AGENT_"
+UNAVAILABLE_STATUSES = frozenset({429, 503, 529})
+"""What the API answers for a while: 429 rate limited, 503 unavailable, 529 overloaded."""
+UNAVAILABLE_MARKERS = (
+    "rate_limit_error",
+    "overloaded_error",
+    "connection error",
+    "connection refused",
+    "connectionrefused",
+    "econnrefused",
+    "econnreset",
+    "etimedout",
+    "enotfound",
+    "eai_again",
+    "request timed out",
+    "check your internet connection",
+)
+"""In the CLI's error text when no HTTP status came (lower case): the API's transient error types,
+and how the CLI words a connection that was refused, reset, timed out or found no address."""
 
 
 class AgentConfig:
@@ -252,6 +271,19 @@ class _Follower:
             )
 
 
+def error_reason(api_status: object, error: str) -> str:
+    """The reason for an error result: AgentUnavailable if the model API turned the agent away for
+    now or could not be reached, else AgentError.
+
+    ``api_status`` is the result's ``api_error_status``; when the API answered, its status alone
+    decides. Without one, ``error`` (the agent's error text) decides.
+    """
+    if isinstance(api_status, int):
+        return AGENT_UNAVAILABLE if api_status in UNAVAILABLE_STATUSES else AGENT_ERROR
+    text = error.lower()
+    return AGENT_UNAVAILABLE if any(m in text for m in UNAVAILABLE_MARKERS) else AGENT_ERROR
+
+
 def outcome(
     stream: Stream,
     finished: Finished,
@@ -272,7 +304,7 @@ def outcome(
         reason, code = MAX_TURNS, status or 1
         message = f"the agent used its maxTurns ({stream.turns} turns) without finishing"
     elif final is not None and (final.get("is_error") or final.get("subtype") != "success"):
-        reason, code = AGENT_ERROR, status or 1
+        reason, code = error_reason(final.get("api_error_status"), error), status or 1
         subtype = final.get("subtype")
         kind = "" if subtype == "success" else f" ({subtype})"
         message = f"the agent reported an error{kind}: {error or 'see stderr'}"

@@ -34,6 +34,7 @@ START_ERROR = "StartError"
 OOM_KILLED = "OOMKilled"
 MAX_TURNS = "MaxTurns"
 AGENT_ERROR = "AgentError"
+AGENT_UNAVAILABLE = "AgentUnavailable"
 
 
 class Outcome:

@@ -181,6 +181,22 @@ def test_an_agent_that_dies_without_a_result_is_an_agent_error(tmp_path: Path) -
     assert "without a result" in result["message"]
 
 
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("rate_limited", "AgentUnavailable"),
+        ("unreachable", "AgentUnavailable"),
+        ("api_error", "AgentError"),
+    ],
+)
+def test_a_busy_or_unreachable_api_is_agent_unavailable_a_refused_key_an_agent_error(
+    tmp_path: Path, name: str, reason: str
+) -> None:
+    code, result, _ = AgentRunner(tmp_path, {"lines": RECORDED[name], "exit": 1}).run()
+    assert (code, result["reason"]) == (1, reason)
+    assert result["message"] == f"the agent reported an error: {RECORDED[name][-1]['result']}"
+
+
 def test_deadline_stops_the_agent_and_keeps_what_it_did(tmp_path: Path) -> None:
     plan = {"lines": RECORDED["permission_denied"][:3], "sleep": 60}
     started = time.monotonic()

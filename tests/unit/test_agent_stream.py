@@ -204,6 +204,8 @@ def finished(
         ("answer", False, finished(0), "Completed", 0),
         ("max_turns", False, finished(1), "MaxTurns", 1),
         ("api_error", False, finished(1), "AgentError", 1),
+        ("rate_limited", False, finished(1), "AgentUnavailable", 1),
+        ("unreachable", False, finished(1), "AgentUnavailable", 1),
         ("answer", True, finished(0), "AgentError", 1),
         ("answer", True, finished(None, sig=signal.SIGSEGV), "AgentError", 139),
         ("answer", False, finished(2), "AgentError", 2),
@@ -214,6 +216,8 @@ def finished(
         "answer",
         "max-turns",
         "api-error",
+        "rate-limited",
+        "unreachable",
         "no-result",
         "crashed",
         "exit-after-result",
@@ -229,6 +233,38 @@ def test_how_the_agent_ended_names_the_reason(
     assert (outcome.reason, outcome.exit_code) == (reason, exit_code)
     assert outcome.agent == stream.report()
     assert bool(outcome.message) == (reason != "Completed")
+
+
+@pytest.mark.parametrize(
+    ("api_status", "error", "reason"),
+    [
+        (429, "API Error: Request rejected (429) · this may be temporary", "AgentUnavailable"),
+        (529, "API Error: Repeated 529 Overloaded errors", "AgentUnavailable"),
+        (503, "API Error: 503 upstream connect error", "AgentUnavailable"),
+        (None, 'API Error: 529 {"error":{"type":"overloaded_error"}}', "AgentUnavailable"),
+        (None, 'API Error: 429 {"error":{"type":"rate_limit_error"}}', "AgentUnavailable"),
+        (None, "API Error: Connection error.", "AgentUnavailable"),
+        (None, "API Error: Unable to connect to API (ConnectionRefused)", "AgentUnavailable"),
+        (None, "API Error: Unable to connect to API (ECONNREFUSED)", "AgentUnavailable"),
+        (None, "API Error: Unable to connect to API (ETIMEDOUT)", "AgentUnavailable"),
+        (None, "API Error: Unable to connect to API (ENOTFOUND)", "AgentUnavailable"),
+        (None, "API Error: Request timed out.", "AgentUnavailable"),
+        (None, "Unable to connect to API. Check your internet connection", "AgentUnavailable"),
+        (401, "Invalid API key · Fix external API key", "AgentError"),
+        (400, "API Error: 400 Your credit balance is too low", "AgentError"),
+        (403, "API Error: 403 permission_error", "AgentError"),
+        (500, "API Error: 500 Internal server error", "AgentError"),
+        (401, "API Error: Connection error.", "AgentError"),
+        (None, "Unable to connect to API: SSL certificate verification failed.", "AgentError"),
+        (None, "Reached maximum number of turns (1)", "AgentError"),
+        (None, "", "AgentError"),
+    ],
+)
+def test_only_a_busy_or_unreachable_api_is_agent_unavailable(
+    api_status: int | None, error: str, reason: str
+) -> None:
+    """The HTTP status decides when the API answered; the CLI's wording when it did not."""
+    assert agent.error_reason(api_status, error) == reason
 
 
 def test_output_is_the_answer_and_errors_go_to_stderr_after_the_clis_own() -> None:
