@@ -12,6 +12,11 @@ chunk as they arrive. With a seeded RNG it answers a fraction of requests itself
 - a watch stream is ended after a few seconds (at an event boundary), as API servers do, so watches
   are re-established, and faulted, throughout a run.
 
+On demand (`hold`, `release`), independent of the seeded faults: a resource's watch streams deliver
+nothing while they are held, their connections kept open (a stalled watch), and on release they are
+cut; the next watch request then gets, if asked, the API server's answer to a resource version it
+no longer has (an ERROR event with code 410), so the client lists again.
+
 Every request and every fault is counted by (verb, resource), verbs as in the audit log: get, list,
 watch, create, update, patch, delete.
 """
@@ -154,6 +159,10 @@ class FaultProxy:
         """Faults are injected only while this is true (forwarding goes on regardless)."""
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
+        self._holds: dict[str, int] = {}
+        """Held resources and the number of their hold."""
+        self._hold_count = 0
+        self._expire_next: set[str] = set()
         self._requests: Counter[tuple[str, str]] = Counter()
         self._faults: Counter[tuple[str, str, str]] = Counter()
         self._loop = asyncio.new_event_loop()
@@ -192,6 +201,34 @@ class FaultProxy:
         path.write_text(yaml.safe_dump(config))
         return path
 
+    def hold(self, resource: str) -> None:
+        """Hold the watch streams of `resource` (e.g. "jobs"), the open ones and those that open
+        later: from their next event boundary on, nothing is delivered and the connection stays
+        open, until `release`."""
+        with self._lock:
+            self._hold_count += 1
+            self._holds[resource] = self._hold_count
+
+    def release(self, resource: str, *, expire: bool = False) -> None:
+        """Cut the held watch streams of `resource`; with `expire`, answer the next watch request
+        for it as the API server answers one whose resource version it no longer has (HTTP 200,
+        one ERROR event with code 410 "too old resource version"), so the client lists again."""
+        with self._lock:
+            self._holds.pop(resource, None)
+            if expire:
+                self._expire_next.add(resource)
+
+    def _hold_of(self, resource: str) -> int | None:
+        with self._lock:
+            return self._holds.get(resource)
+
+    def _take_expiry(self, resource: str) -> bool:
+        with self._lock:
+            if resource not in self._expire_next:
+                return False
+            self._expire_next.discard(resource)
+            return True
+
     def requests(self) -> Counter[tuple[str, str]]:
         """Requests received, by (verb, resource)."""
         with self._lock:
@@ -199,7 +236,9 @@ class FaultProxy:
 
     def faults(self) -> Counter[tuple[str, str, str]]:
         """Faults injected, by (kind, verb, resource); kind is "429", "500", "503" (answered
-        before forwarding), "500-after" (a write applied, then answered 500) or "watch-end"."""
+        before forwarding), "500-after" (a write applied, then answered 500) or "watch-end"; on
+        demand also "held" (a watch stream held), "cut" (a held one ended on release) and "410"
+        (a watch answered with 410 Gone)."""
         with self._lock:
             return Counter(self._faults)
 
@@ -258,6 +297,9 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = classify(request.method, request.path, dict(request.query))
         self._count(key)
+        if key[0] == "watch" and self._take_expiry(key[1]):
+            self._count(key, "410")
+            return await _expired_watch(request, key)
         fault = self._draw_fault(key[0])
         if fault is not None and fault != "500-after":
             self._count(key, fault)
@@ -298,9 +340,18 @@ class FaultProxy:
         watching = key[0] == "watch" and upstream.status == 200
         end = self._loop.time() + (self._rng.uniform(*self.watch_seconds) if watching else 0)
         at_boundary = True
+        held: int | None = None
+        """The hold this stream is in: from an event boundary on, what arrives is dropped."""
         try:
             while True:
-                if watching and self.faulting:
+                hold = self._hold_of(key[1]) if watching else None
+                if held is None and hold is not None and at_boundary:
+                    held = hold
+                    self._count(key, "held")
+                if held is not None and hold != held:
+                    self._count(key, "cut")
+                    break
+                if watching and self.faulting and hold is None:
                     remaining = end - self._loop.time()
                     if remaining <= 0 and at_boundary:
                         self._count(key, "watch-end")
@@ -311,16 +362,45 @@ class FaultProxy:
                         )
                     except TimeoutError:
                         continue
+                elif watching:
+                    # Short reads: a hold or a release takes effect while no event arrives.
+                    try:
+                        chunk = await asyncio.wait_for(upstream.content.readany(), timeout=0.2)
+                    except TimeoutError:
+                        continue
                 else:
                     chunk = await upstream.content.readany()
                 if not chunk:
                     break
-                await response.write(chunk)
-                at_boundary = chunk.endswith(b"\n")
+                if held is None:
+                    await response.write(chunk)
+                    at_boundary = chunk.endswith(b"\n")
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientError):
             pass  # the client went away, or the API server did: the stream just ends
         return response
+
+
+async def _expired_watch(request: web.Request, key: tuple[str, str]) -> web.StreamResponse:
+    """A watch whose resource version is too old, as the API server answers it: 200, then one
+    ERROR event carrying a 410 Status, then the end of the stream."""
+    response = web.StreamResponse(status=200)
+    response.content_type = "application/json"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    since = request.query.get("resourceVersion", "")
+    status = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f"too old resource version: {since} (injected by the fault proxy, {key})",
+        "reason": "Expired",
+        "code": 410,
+    }
+    await response.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
+    await response.write_eof()
+    return response
 
 
 def _status_answer(code: int, message: str) -> web.Response:

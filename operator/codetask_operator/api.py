@@ -97,11 +97,14 @@ class Reason(StrEnum):
     NON_ZERO_EXIT = "NonZeroExit"
     MAX_TURNS = "MaxTurns"
     AGENT_ERROR = "AgentError"
+    AGENT_UNAVAILABLE = "AgentUnavailable"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     OOM_KILLED = "OOMKilled"
     IMAGE_ERROR = "ImageError"
     CONFIG_ERROR = "ConfigError"
     UNSCHEDULABLE = "Unschedulable"
+    FAILED_CREATE = "FailedCreate"
+    STOPPING = "Stopping"
     START_ERROR = "StartError"
     RUNNER_ERROR = "RunnerError"
     TERMINATED = "Terminated"
@@ -120,11 +123,17 @@ REASON_HELP: Final[dict[Reason, str]] = {
     Reason.MAX_TURNS: "(Failed) the agent used agent.maxTurns turns without finishing",
     Reason.AGENT_ERROR: "(Failed) the agent reported an error (e.g. the model API refused the "
     "key) or ended without a result",
+    Reason.AGENT_UNAVAILABLE: "(Failed) the model API was rate-limited, overloaded or "
+    "unreachable; retried with backoff by default",
     Reason.DEADLINE_EXCEEDED: "(TimedOut) timeoutSeconds passed",
     Reason.OOM_KILLED: "(Failed) the container hit its memory limit",
     Reason.IMAGE_ERROR: "(Failed) the image cannot be pulled or is not present",
     Reason.CONFIG_ERROR: "(Failed) the container cannot be created: Secret/ConfigMap missing",
     Reason.UNSCHEDULABLE: "(Pending) no node can run the pod yet; the attempt still times out",
+    Reason.FAILED_CREATE: "(Pending) the cluster refuses to create the attempt's pod (quota, "
+    "admission); the attempt still times out",
+    Reason.STOPPING: "(Pending) the next attempt waits until the previous attempt's pod is known "
+    "to have stopped",
     Reason.START_ERROR: "(Failed) the runner could not start the code, e.g. interpreter missing",
     Reason.RUNNER_ERROR: "(Failed) the container ended without a readable result",
     Reason.TERMINATED: "(Failed) the pod was stopped by someone else: evicted, preempted, deleted",
@@ -137,6 +146,7 @@ RETRYABLE_REASONS: Final = (
     Reason.NON_ZERO_EXIT,
     Reason.MAX_TURNS,
     Reason.AGENT_ERROR,
+    Reason.AGENT_UNAVAILABLE,
     Reason.DEADLINE_EXCEEDED,
     Reason.OOM_KILLED,
     Reason.IMAGE_ERROR,
@@ -147,6 +157,15 @@ RETRYABLE_REASONS: Final = (
     Reason.TERMINATED,
     Reason.LOST,
 )
+DEFAULT_RETRY_POLICY: Final = (
+    Reason.NON_ZERO_EXIT,
+    Reason.OOM_KILLED,
+    Reason.AGENT_UNAVAILABLE,
+    Reason.TERMINATED,
+    Reason.LOST,
+)
+"""What `retries` retries when `retryPolicy` is not set: a failed run, as Kubernetes Jobs
+(`backoffLimit`), Argo, Tekton and BullMQ retry; not a timeout nor a task that cannot start."""
 
 
 class ConditionType(StrEnum):
@@ -410,11 +429,11 @@ class CodeTaskSpec(_Model):
         le=MAX_RETRIES,
         description="Extra attempts after a failure whose reason is in retryPolicy.",
     )
-    retry_policy: list[RetryReason] = Field(
-        default=[Reason.LOST],
+    retry_policy: list[RetryReason] | None = Field(
+        None,
         max_length=len(RETRYABLE_REASONS),
         description="Failure reasons that start another attempt (while retries remain). "
-        "InvalidSpec is never retried.",
+        f"Unset: {', '.join(DEFAULT_RETRY_POLICY)}. InvalidSpec is never retried.",
     )
     backoff_seconds: int = Field(
         BACKOFF_DEFAULT,

@@ -8,8 +8,10 @@ Jobs and pods are watched with a server-side label selector, so only the operato
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -25,8 +27,6 @@ log = logging.getLogger("codetask")
 SELECTOR = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
 API_ERROR_BACKOFFS = (1, 2, 4, 8, 15, 30, 30, 30, 30)
 """Seconds between kopf's retries of a failing API call (watches included)."""
-MISSING_JOB_GRACE_SECONDS = 10.0
-"""A Job missing from the watch this long is gone, not just not listed or echoed yet."""
 
 registry = Registry()
 HANDLERS = kopf.OperatorRegistry()
@@ -69,14 +69,21 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # exits; an API server restart or upgrade can take longer: wait about 2.5 minutes (kopf retries
     # 403 too, so much longer would hide a missing RBAC rule behind minutes of retries).
     settings.networking.error_backoffs = API_ERROR_BACKOFFS
-    metrics.serve(
-        config.metrics_port, lambda: (t.status.get("phase") for t in registry.tasks.values())
-    )
+    metrics.serve(config.metrics_port, registry.phases)
     client = await connect()
     _runtime["client"] = client
     beats = Heartbeats(config.redis_url, config.heartbeat_ttl_seconds) if config.redis_url else None
     _runtime["heartbeats"] = beats
     _runtime["reconciler"] = Reconciler(Kube(client), config, registry, heartbeats=beats)
+    if config.max_running or config.max_running_per_namespace:
+        # kopf lists CodeTasks namespace by namespace and hands them over one by one: until the
+        # last one is seen, the tasks already running would not count against the limits.
+        for task in await Kube(client).list_tasks():
+            if any(
+                fnmatch.fnmatchcase(task["metadata"]["namespace"], p)
+                for p in config.namespaces or ["*"]
+            ):
+                _seen(task)
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
 
 
@@ -99,9 +106,19 @@ async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
     """A CodeTask appeared, changed or went away."""
     meta = body["metadata"]
     if event["type"] == "DELETED":
-        registry.forget(meta["uid"])
+        _reconciler().forget(meta["uid"])
         return
+    state = _seen(body)
+    if state is not None:
+        await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
+
+
+def _seen(body: Mapping[str, Any]) -> TaskState | None:
+    """Take in a CodeTask as listed or watched; None for a deleted one (a late event)."""
+    meta = body["metadata"]
     state = registry.get(meta["uid"])
+    if state is None:
+        return None
     state.namespace, state.name = meta["namespace"], meta["name"]
     state.generation = meta.get("generation")
     state.created = meta.get("creationTimestamp")
@@ -111,16 +128,20 @@ async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
         # After the first sight the operator's own writes are the truth: an event may be older.
         state.status = dict(body.get("status") or {})
         state.status_known = True
-    await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
+    return state
 
 
 def _unfinished_owner(body: kopf.Body) -> TaskState | None:
-    """The state of the task a Job or pod belongs to (by its task-uid label), unless finished."""
+    """The state of the task a Job or pod is labelled for, unless finished or deleted. The label
+    only selects: the reconciler counts a Job or pod for the task by its ownership."""
     uid = (body["metadata"].get("labels") or {}).get(jobs.LABEL_TASK_UID)
     if not uid:
         return None
     state = registry.get(uid)
-    return None if state.final else state
+    if state is None or state.final:
+        return None
+    state.touched = time.monotonic()
+    return state
 
 
 @kopf.on.event(
@@ -138,13 +159,10 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         return
     name = body["metadata"]["name"]
     if event["type"] == "DELETED":
+        # Gone from view; `decide` reads it afresh before calling it gone.
         state.jobs.pop(name, None)
-        if name == state.status.get("jobName"):
-            # Lost only if it stays gone: the sweeper gives a missing Job MISSING_JOB_GRACE_SECONDS,
-            # so an end the operator decided itself (it deletes the Job) is written first.
-            await guarded(name, _reconciler().reconcile(state))
-        return
-    state.jobs[name] = slim(body)
+    else:
+        state.add_job(slim(body))
     await guarded(name, _reconciler().reconcile(state))
 
 
@@ -167,19 +185,12 @@ async def _sweep(interval: float) -> None:
     """Re-check unfinished tasks: grace periods run out and missed events leave no task behind."""
     while True:
         await asyncio.sleep(interval)
-        now = time.monotonic()
+        registry.prune()
         for state in list(registry.tasks.values()):
             if state.spec is None or state.final or state.deleted:
                 continue
             if state.status.get("phase") == api.Phase.QUEUED:
                 continue
-            job_name = state.status.get("jobName")
-            if job_name and job_name not in state.jobs:
-                state.job_missing_since = state.job_missing_since or now
-                if now - state.job_missing_since > MISSING_JOB_GRACE_SECONDS:
-                    await guarded(job_name, _reconciler().lost(state, f"Job {job_name} is gone"))
-                continue
-            state.job_missing_since = None
             await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
         await guarded("admission", _reconciler().admit_waiting(refresh_positions=True))
         await guarded("heartbeats", _reconciler().check_heartbeats())

@@ -201,31 +201,69 @@ class Kube:
             raise NotOurs(f"Job {namespace}/{name} exists and is not owned by this CodeTask")
         return name
 
-    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Job as the API server has it now (None if there is none): a watch can lag."""
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        """The object as the API server has it now; None if there is none."""
         try:
-            job: dict[str, Any] = await self.client.request(
-                "GET", _path(namespace, "jobs", name, group="batch")
-            )
+            return await self.client.request("GET", path)
         except ApiError as exc:
             if exc.status != 404:
                 raise
             return None
-        return job
+
+    async def _delete(self, path: str, body: dict[str, Any] | None = None) -> None:
+        """Delete the object; absent is fine."""
+        try:
+            await self.client.request("DELETE", path, body, decode=False)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job as the API server has it now (None if there is none): a watch can lag."""
+        return await self._get(_path(namespace, "jobs", name, group="batch"))
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The namespace's pods matching a label selector, as the API server has them now."""
+        path = _path(namespace, "pods") + f"?labelSelector={quote(selector)}"
+        items: list[dict[str, Any]] = (await self.client.request("GET", path)).get("items") or []
+        return items
+
+    async def failed_create(self, namespace: str, job_uid: str) -> str | None:
+        """The newest FailedCreate message the Job controller recorded for this Job, if any: why
+        the cluster refuses its pod (quota, admission)."""
+        fields = f"involvedObject.uid={job_uid},reason=FailedCreate"
+        path = _path(namespace, "events") + f"?fieldSelector={quote(fields)}"
+        items = (await self.client.request("GET", path)).get("items") or []
+        if not items:
+            return None
+        newest = max(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        message: str = newest.get("message") or "FailedCreate"
+        return message
+
+    async def list_tasks(self) -> list[dict[str, Any]]:
+        """Every CodeTask in the cluster, read in pages of 500."""
+        items: list[dict[str, Any]] = []
+        path = f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}?limit=500"
+        token = ""
+        while True:
+            page = await self.client.request(
+                "GET", path + (f"&continue={quote(token)}" if token else "")
+            )
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
+
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The CodeTask as the API server has it now (None if there is none)."""
+        return await self._get(_path(namespace, api.PLURAL, name, api.GROUP, api.VERSION))
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and (in the background) its pods; absent is fine."""
         API_WRITES.labels("delete", "jobs").inc()
-        try:
-            await self.client.request(
-                "DELETE",
-                _path(namespace, "jobs", name, group="batch"),
-                {"propagationPolicy": "Background"},
-                decode=False,
-            )
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
+        await self._delete(
+            _path(namespace, "jobs", name, group="batch"), {"propagationPolicy": "Background"}
+        )
 
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any]

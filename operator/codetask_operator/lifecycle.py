@@ -7,7 +7,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from codetask_operator.api import BACKOFF_CAP_SECONDS, CodeTaskSpec, Reason
+from codetask_operator.api import (
+    BACKOFF_CAP_SECONDS,
+    DEFAULT_RETRY_POLICY,
+    CodeTaskSpec,
+    Reason,
+)
 
 JITTER = 0.2
 """Each delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]: doubling still grows."""
@@ -18,10 +23,12 @@ def retry_delay(
 ) -> float | None:
     """Seconds to wait before attempt `attempts + 1`, or None when the task ends now.
 
-    Retries while `reason` is in `spec.retryPolicy` and fewer than `spec.retries` retries were made;
-    the delay doubles per retry from `spec.backoffSeconds`, with jitter, capped.
+    Retries while `reason` is in `spec.retryPolicy` (unset: DEFAULT_RETRY_POLICY) and fewer than
+    `spec.retries` retries were made; the delay doubles per retry from `spec.backoffSeconds`, with
+    jitter, capped.
     """
-    if reason is Reason.INVALID_SPEC or reason not in spec.retry_policy:
+    policy = DEFAULT_RETRY_POLICY if spec.retry_policy is None else spec.retry_policy
+    if reason is Reason.INVALID_SPEC or reason not in policy:
         return None
     if attempts > spec.retries:
         return None

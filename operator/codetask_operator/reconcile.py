@@ -1,9 +1,12 @@
-"""Level-triggered reconciliation of one CodeTask from what the watches last showed.
+"""The executor: from watch events to `decide`'s one action per step, and the writes it takes.
 
 Every watch event (CodeTask, Job, pod) updates the task's `TaskState` and calls `reconcile`, which
-asks the pure functions in `status.py`/`jobs.py` what should be true and makes the one or two API
-calls that make it so. Running it twice changes nothing: Job names are deterministic, an existing
-Job owned by the task is adopted, and status is only patched where it differs.
+builds what is observed, asks `decide.decide` what to do, and does it: a write, a fresh read
+(`Confirm`, then decide again), or nothing. Running it twice changes nothing: Job names are
+deterministic, an existing Job owned by the task is adopted, and status is only patched where it
+differs. Two invariants live here rather than in the decision: a Job or pod counts for a task only
+by ownership (namespace and controller uid, never labels), and attempt N+1's Job is created only
+once every earlier attempt's pod is known stopped (fencing: a fresh list of the task's pods).
 """
 
 from __future__ import annotations
@@ -16,23 +19,23 @@ import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
-from codetask_operator import admission, api, jobs, lifecycle, metrics, status
+from codetask_operator import admission, api, decide, jobs, lifecycle, metrics, status
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import ApiError, Kube, NotOurs
 from codetask_operator.settings import Settings
-from codetask_operator.status import Outcome as PodOutcome
-from codetask_operator.status import PodView
+from codetask_operator.status import Outcome, PodView
 
 log = logging.getLogger("codetask")
 
 
 @dataclass
 class TaskState:
-    """The latest known CodeTask, its Jobs and their pods (from the watches)."""
+    """The latest known CodeTask, its Jobs and their pods (from the watches and fresh reads), and
+    the stopwatches and sticky decisions of its current attempt."""
 
     uid: str
     namespace: str = ""
@@ -43,16 +46,31 @@ class TaskState:
     status: dict[str, Any] = field(default_factory=dict)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job_uids: dict[str, str] = field(default_factory=dict)
+    """Uids of this task's Jobs by name, kept after a Job goes: its pods are known by it."""
     deleted: bool = False
     final: bool = False
+    seen_at: float = field(default_factory=time.monotonic)
+    touched: float = field(default_factory=time.monotonic)
+    """When the Jobs or pods in view last changed (an event or a fresh read)."""
     pending_since: float | None = None
+    unready_since: float | None = None
     job_missing_since: float | None = None
+    job_end_seen: float | None = None
+    no_pod_since: float | None = None
+    events_read_at: float | None = None
+    create_failure: str | None = None
+    fenced_since: float | None = None
     position_written_at: float = 0.0
     heartbeat_seen: bool = False
-    job_end_seen: float | None = None
-    unready_since: float | None = None
-    decided: PodOutcome | None = None
-    """How the current attempt ended, once decided: sticky until written, whatever events follow."""
+    silent_attempt: int | None = None
+    """The attempt whose runner stopped beating, as the heartbeat check saw it."""
+    decided: Outcome | None = None
+    """How the current attempt ends, once decided: sticky until written, whatever events follow."""
+    stopped: bool = False
+    """The decided attempt's Job delete went through."""
+    starting: bool = False
+    """Admitted under the running limits, its Job being created: it holds a slot."""
     heartbeat_written_at: float = 0.0
     status_known: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -65,16 +83,38 @@ class TaskState:
             "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
         }
 
+    def owns(self, body: dict[str, Any], controller: str | None) -> bool:
+        """Whether a slim Job or pod is in this task's namespace and controlled by `controller`."""
+        meta = body.get("metadata") or {}
+        return controller is not None and (
+            meta.get("controller") == controller and meta.get("namespace") == self.namespace
+        )
+
+    def add_job(self, job: dict[str, Any]) -> None:
+        """Keep a (slim) Job in view if this task controls it."""
+        if self.owns(job, self.uid):
+            name = job["metadata"]["name"]
+            self.jobs[name] = job
+            self.job_uids[name] = job["metadata"].get("uid", "")
+            self.touched = time.monotonic()
+
+    def current_job(self) -> dict[str, Any] | None:
+        """The current attempt's Job, if in view."""
+        name = self.status.get("jobName")
+        return self.jobs.get(name) if name else None
+
     def current_pod(self) -> dict[str, Any] | None:
-        """The pod of the current attempt's Job: the oldest one, should there be more."""
-        job_name = self.status.get("jobName")
-        pods = [
-            p
-            for p in self.pods.values()
-            if (p["metadata"].get("labels") or {}).get("job-name") == job_name
-        ]
+        """The pod of the current attempt's Job (by its controller uid): the oldest, should there be
+        more."""
+        job_uid = self.job_uids.get(self.status.get("jobName") or "")
+        pods = [p for p in self.pods.values() if self.owns(p, job_uid)]
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return pods[0] if pods else None
+
+    def pod_view(self) -> PodView | None:
+        """The current pod, as the phase machine sees it."""
+        pod = self.current_pod()
+        return PodView.of(pod) if pod else None
 
     def finished(self) -> None:
         """Mark the task final and keep only what a final task still needs (its TTL and a summary
@@ -82,13 +122,19 @@ class TaskState:
         self.final = True
         self.jobs.clear()
         self.pods.clear()
+        self.job_uids.clear()
         self.spec = final_spec(self.spec or {})
         self.status = {k: self.status[k] for k in FINAL_STATUS_FIELDS if k in self.status}
 
-    def pod_view(self) -> PodView | None:
-        """The current pod, as the phase machine sees it."""
-        pod = self.current_pod()
-        return status.PodView.of(pod) if pod else None
+    def new_attempt(self) -> None:
+        """Forget the stopwatches and decisions of the attempt before."""
+        self.pending_since = self.unready_since = self.job_missing_since = None
+        self.job_end_seen = self.no_pod_since = self.events_read_at = self.fenced_since = None
+        self.create_failure = None
+        self.heartbeat_seen = False
+        self.silent_attempt = None
+        self.decided = None
+        self.stopped = False
 
 
 FINAL_SPEC_FIELDS = ("ttlSecondsAfterFinished",)
@@ -101,22 +147,45 @@ def final_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: spec[k] for k in FINAL_SPEC_FIELDS if k in spec}
 
 
+FORGET_AFTER: Final = 600.0
+"""Seconds a deleted task's uid is remembered (late events ignored), and an unknown one waits for
+its CodeTask to be seen."""
+
+
 class Registry:
-    """Task states by CodeTask uid."""
+    """Task states by CodeTask uid, and the uids of deleted tasks (for a while)."""
 
     def __init__(self) -> None:
         self.tasks: dict[str, TaskState] = {}
+        self.gone: dict[str, float] = {}
 
-    def get(self, uid: str) -> TaskState:
-        """The state for `uid`, created empty if a Job or pod is seen before its task."""
+    def get(self, uid: str) -> TaskState | None:
+        """The state for `uid`, created empty if a Job or pod is seen before its task; None for a
+        deleted task: late events do not bring it back."""
+        if uid in self.gone:
+            return None
         state = self.tasks.get(uid)
         if state is None:
             state = self.tasks[uid] = TaskState(uid=uid)
         return state
 
     def forget(self, uid: str) -> None:
-        """Drop a deleted task."""
-        self.tasks.pop(uid, None)
+        """Drop a deleted task and remember that it was."""
+        state = self.tasks.pop(uid, None)
+        if state is not None:
+            state.deleted = True
+        self.gone[uid] = time.monotonic()
+
+    def prune(self) -> None:
+        """Drop old tombstones, and states whose CodeTask never showed up."""
+        cutoff = time.monotonic() - FORGET_AFTER
+        self.gone = {uid: at for uid, at in self.gone.items() if at > cutoff}
+        for uid in [u for u, t in self.tasks.items() if t.spec is None and t.seen_at < cutoff]:
+            del self.tasks[uid]
+
+    def phases(self) -> list[str | None]:
+        """Every task's phase (a snapshot: the metrics thread reads it while the loop runs)."""
+        return [t.status.get("phase") for t in list(self.tasks.values())]
 
 
 def _now() -> datetime:
@@ -124,12 +193,17 @@ def _now() -> datetime:
 
 
 HISTORY_KEEP = api.MAX_RETRIES + 1
-SETTLE_SECONDS = 10.0
-"""How long an ended Job waits for its pod's final state to be seen before settling without it."""
 POSITION_REFRESH_SECONDS = 10.0
 """A queued task's position in status is refreshed at most this often (bounded API writes)."""
 POSITION_WRITES_PER_SWEEP = 20
 """At most this many queue positions are rewritten per sweep (every sweepIntervalSeconds)."""
+FENCE_RECHECK_SECONDS = 2.0
+"""How often a retry waiting for the previous attempt's pod to stop looks again."""
+EXPIRE_RETRY_SECONDS = 10.0
+"""A failed delete of an expired task is tried again after this long."""
+MAX_STEPS = 6
+"""Decisions per reconcile: reads (`Confirm`) and a stop lead to one more each."""
+BETWEEN_ATTEMPTS = (api.Reason.RETRYING, api.Reason.STOPPING)
 ATTEMPT_FIELDS = (
     "agent",
     "exitCode",
@@ -175,8 +249,14 @@ class Reconciler:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
+    def forget(self, uid: str) -> None:
+        """A deleted task: no timer fires for it and no late event brings it back."""
+        if (timer := self.timers.pop(uid, None)) is not None:
+            timer.cancel()
+        self.registry.forget(uid)
+
     async def reconcile(self, state: TaskState) -> None:
-        """Bring the task's Job and status in line with what was last observed."""
+        """Bring the task's Job and status in line with what is observed."""
         async with state.lock:
             if state.spec is None or state.deleted:
                 return
@@ -187,10 +267,16 @@ class Reconciler:
                 else:
                     await self._reconcile(state)
             except ApiError as exc:
-                if exc.status == 404:
-                    state.deleted = True
+                if exc.status == 404 and await self._task_gone(state):
+                    self.forget(state.uid)
                     return
                 raise
+
+    async def _task_gone(self, state: TaskState) -> bool:
+        """Whether this incarnation of the task is gone, read afresh: a 404 from a call about it
+        may also be its namespace's or a Job's."""
+        task = await self.kube.get_task(state.namespace, state.name)
+        return task is None or task["metadata"].get("uid") != state.uid
 
     def post_event(self, state: TaskState, type_: str, reason: str, message: str) -> None:
         """Post a Kubernetes Event on the task in the background (`kubectl describe ct`);
@@ -211,146 +297,146 @@ class Reconciler:
 
         def fire() -> None:
             self.timers.pop(state.uid, None)
-            self.spawn(state.name, self.reconcile(state))
+            if not state.deleted:
+                self.spawn(state.name, self.reconcile(state))
 
         self.timers[state.uid] = asyncio.get_running_loop().call_later(delay, fire)
 
-    async def _reconcile(self, state: TaskState) -> None:
-        assert state.spec is not None
+    def _spec(self, state: TaskState) -> tuple[api.CodeTaskSpec | None, str]:
         try:
-            spec = api.CodeTaskSpec.model_validate(state.spec)
+            return api.CodeTaskSpec.model_validate(state.spec), ""
         except ValidationError as exc:
             errors = [
                 f"spec.{'.'.join(map(str, e['loc']))}: {api.describe_error(e)}"
                 for e in exc.errors()
             ]
-            await self._invalid(state, "; ".join(errors))
-            return
+            return None, "; ".join(errors)
+
+    def observe(
+        self,
+        state: TaskState,
+        spec: api.CodeTaskSpec | None,
+        spec_error: str,
+        fresh: frozenset[str],
+        report: Outcome | None,
+    ) -> decide.Observed:
+        """What `decide` reads: the task as in view, and the stopwatches, started or stopped."""
+        now = time.monotonic()
         job_name = state.status.get("jobName")
-        job = state.jobs.get(job_name) if job_name else None
-        if spec.cancel:
-            if job_name and status.job_finished(job) is None:
-                await self.kube.delete_job(state.namespace, job_name)
-            cancelled = status.Outcome(
-                api.Phase.CANCELLED, api.Reason.CANCELLED, "cancelled by spec.cancel"
-            )
-            await self._finish(state, spec, cancelled, state.pod_view() if job_name else None)
-            return
-        if not job_name or state.status.get("reason") == api.Reason.RETRYING:
-            due = status.parse_time(state.status.get("nextAttemptTime"))
-            if due is not None and due > _now():
-                self.wake_at(state, due)
-                return
-            await self._admit_or_queue(state, spec)
-            return
+        job = state.current_job()
         pod = state.pod_view()
-        if state.decided is not None:
-            await self._attempt_ended(state, spec, state.decided, pod)
-            return
-        if pod is not None and pod.deleted and status.job_finished(job) is None:
-            # The Job watch can lag the pod watch (a reconnecting stream): the Job controller may
-            # have deleted the pod at the deadline. Judge from the Job as it is now.
-            job = await self._read_job(state, job_name)
-        settle = False
-        if status.job_finished(job) is not None:
-            # Counted from when this operator saw the end, not from the Job's own timestamp: after a
-            # restart the pod's final state may still be on its way through the pod watch.
-            state.job_end_seen = state.job_end_seen or time.monotonic()
-            settle = time.monotonic() - state.job_end_seen > SETTLE_SECONDS
-            if not settle:
-                self.wake_at(state, _now() + timedelta(seconds=SETTLE_SECONDS + 0.5))
-        outcome: status.Outcome | None = status.attempt_outcome(
-            job, pod, cancel=False, custom_image=spec.command is not None, settle=settle
+        ended = job is not None and status.job_finished(job) is not None
+        state.job_missing_since = _since(state.job_missing_since, bool(job_name) and job is None)
+        state.job_end_seen = _since(state.job_end_seen, ended)
+        state.no_pod_since = _since(state.no_pod_since, job is not None and pod is None)
+        state.pending_since = _since(state.pending_since, pod is not None and not pod.started_at)
+        state.unready_since = _since(
+            state.unready_since, pod is not None and bool(pod.started_at) and pod.ready is False
         )
-        if (
-            outcome is None
-            and job is not None
-            and pod is not None
-            and pod.deleted
-            and status.job_finished(job) is None
-        ):
-            # Someone deleted the pod mid-run. Kubernetes 1.20's Job controller would start a
-            # replacement pod (a second run of this attempt): end the attempt and its Job now.
-            if status.deadline_passed(job, _now()):
-                outcome = status.Outcome(
-                    api.Phase.TIMED_OUT,
-                    api.Reason.DEADLINE_EXCEEDED,
-                    "the attempt ran past timeoutSeconds and was stopped",
-                )
-            else:
-                outcome = status.Outcome(
-                    api.Phase.FAILED, api.Reason.LOST, f"pod {pod.name} was deleted while it ran"
-                )
-                await self._stop_attempt(state, job_name, outcome)
-        if outcome is None and pod is not None and pod.terminated is None:
-            outcome = self._stalled(state, pod)
-            if outcome is not None:
-                await self._stop_attempt(state, job_name, outcome)
-        if outcome is not None:
-            await self._attempt_ended(state, spec, outcome, pod)
-        elif pod is not None:
-            ctx = self._context(state, spec)
-            before = state.status.get("phase")
-            await self._write(state, status.running_patch(state.status, pod, ctx))
-            if before != state.status.get("phase") == api.Phase.RUNNING:
-                self.post_event(state, "Normal", "Started", f"pod {pod.name} running on {pod.node}")
+        attempt = int(state.status.get("attempts") or 0)
+        return decide.Observed(
+            spec=spec,
+            status=state.status,
+            now=_now(),
+            generation=state.generation,
+            spec_error=spec_error,
+            job=job,
+            pod=pod,
+            pod_of_job_seen=any(
+                (p["metadata"].get("labels") or {}).get("job-name") == job_name
+                for p in state.pods.values()
+            ),
+            fresh=fresh,
+            report=report,
+            redis=self.heartbeats is not None,
+            create_failure=state.create_failure,
+            decided=state.decided,
+            stopped=state.stopped,
+            heartbeat_silent=state.silent_attempt == attempt,
+            clocks=decide.Clocks(
+                job_missing=_elapsed(state.job_missing_since, now),
+                job_ended=_elapsed(state.job_end_seen, now),
+                pending=_elapsed(state.pending_since, now) or 0.0,
+                unready=_elapsed(state.unready_since, now) or 0.0,
+                no_pod=_elapsed(state.no_pod_since, now),
+                quiet=now - state.touched,
+                events_read=_elapsed(state.events_read_at, now),
+            ),
+            pending_grace=self.settings.pending_grace_seconds,
+            heartbeat_ttl=self.settings.heartbeat_ttl_seconds,
+        )
 
-    def _stalled(self, state: TaskState, pod: PodView) -> status.Outcome | None:
-        """How a pod that has not ended fails its attempt, if it does: it never started within the
-        pending grace, or it runs on a node that stopped reporting. Keeps the two stopwatches."""
-        if pod.started_at is None:
-            state.pending_since, pending_for = _stopwatch(state.pending_since)
-            return status.early_failure(pod, pending_for, self.settings.pending_grace_seconds)
-        state.pending_since = None
-        if pod.ready is not False:
-            state.unready_since = None
-            return None
-        state.unready_since, unready_for = _stopwatch(state.unready_since)
-        return status.node_lost(pod, unready_for, self.settings.heartbeat_ttl_seconds)
+    async def _reconcile(self, state: TaskState) -> None:
+        spec, spec_error = self._spec(state)
+        fresh: frozenset[str] = frozenset()
+        report: Outcome | None = None
+        for _ in range(MAX_STEPS):
+            action = decide.decide(self.observe(state, spec, spec_error, fresh, report))
+            if isinstance(action, decide.Confirm):
+                report = await self._read(state, action.reads) or report
+                fresh |= action.reads
+                continue
+            if isinstance(action, decide.Stop):
+                await self._stop(state, action.outcome)
+                continue
+            assert spec is not None or isinstance(action, decide.Invalid)
+            await self._act(state, spec, action)
+            return
+        log.error("no decision after %d steps", MAX_STEPS, extra={"task": state.name})
 
-    async def _read_job(self, state: TaskState, job_name: str) -> dict[str, Any] | None:
-        """Read the Job from the API server into `state` (a GET, not a write)."""
-        fresh = await self.kube.get_job(state.namespace, job_name)
-        if fresh is None:
+    async def _act(
+        self, state: TaskState, spec: api.CodeTaskSpec | None, action: decide.Action
+    ) -> None:
+        match action:
+            case decide.Invalid(message):
+                await self._invalid(state, message)
+            case decide.Wait(until):
+                if until is not None:
+                    self.wake_at(state, until)
+            case decide.Start(attempt):
+                assert spec is not None
+                await self._admit_or_queue(state, spec, attempt)
+            case decide.End(outcome):
+                assert spec is not None
+                await self._attempt_ended(state, spec, outcome, state.pod_view())
+            case decide.Update(patch):
+                before = state.status.get("phase")
+                await self._write(state, patch)
+                if before != state.status.get("phase") == api.Phase.RUNNING:
+                    pod = state.pod_view()
+                    where = f"pod {pod.name} running on {pod.node}" if pod else "running"
+                    self.post_event(state, "Normal", "Started", where)
+
+    async def _read(self, state: TaskState, reads: frozenset[str]) -> Outcome | None:
+        """Read afresh what `decide` asked for; the runner's report, if that was asked."""
+        job_name = state.status.get("jobName") or ""
+        if decide.JOB in reads:
+            fresh = await self.kube.get_job(state.namespace, job_name)
             state.jobs.pop(job_name, None)
-            return None
-        state.jobs[job_name] = status.slim(fresh)
-        return state.jobs[job_name]
+            if fresh is not None:
+                state.add_job(status.slim(fresh))
+            state.touched = time.monotonic()
+        if decide.PODS in reads:
+            selector = f"{jobs.LABEL_TASK_UID}={state.uid}"
+            listed = await self.kube.list_pods(state.namespace, selector)
+            state.pods = {p["metadata"]["name"]: status.slim(p) for p in listed}
+            state.touched = time.monotonic()
+        if decide.EVENTS in reads:
+            uid = state.job_uids.get(job_name)
+            message = await self.kube.failed_create(state.namespace, uid) if uid else None
+            state.create_failure = message or state.create_failure
+            state.events_read_at = time.monotonic()
+        if decide.REPORT in reads and self.heartbeats is not None:
+            raw = await self.heartbeats.result(state.namespace, state.name)
+            return status.reported_outcome(raw, state.status.get("startTime"))
+        return None
 
-    async def _stop_attempt(self, state: TaskState, job_name: str, outcome: status.Outcome) -> None:
-        """End the attempt as `outcome` before its Job did: the decision sticks, the Job goes."""
-        state.decided = outcome
-        await self.kube.delete_job(state.namespace, job_name)
-
-    async def lost(self, state: TaskState, message: str) -> None:
-        """The attempt's Job or pod vanished before it ended."""
-        try:
-            await self._lost(state, message)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            state.deleted = True
-
-    async def _lost(self, state: TaskState, message: str) -> None:
-        async with state.lock:
-            if state.spec is None or state.final or state.deleted or status.is_final(state.status):
-                return
-            if state.status.get("reason") == api.Reason.RETRYING:
-                return
-            spec = api.CodeTaskSpec.model_validate(state.spec)
-            lost = status.Outcome(api.Phase.FAILED, api.Reason.LOST, message)
-            state.decided = state.decided or await self._reported(state) or lost
-            if job_name := state.status.get("jobName"):
-                await self.kube.delete_job(state.namespace, job_name)
-            await self._attempt_ended(state, spec, state.decided, state.pod_view())
-
-    async def _reported(self, state: TaskState) -> status.Outcome | None:
-        """What the runner reported through Redis for the current attempt: its code may have ended
-        while the pod, its node or the Job could not tell (a node that stopped reporting)."""
-        if self.heartbeats is None:
-            return None
-        raw = await self.heartbeats.result(state.namespace, state.name)
-        return status.reported_outcome(raw, state.status.get("startTime"))
+    async def _stop(self, state: TaskState, outcome: Outcome) -> None:
+        """End the attempt as `outcome` before its Job did: the decision sticks, the Job goes (its
+        pods after it, by the garbage collector). A failed delete is tried again next pass."""
+        state.decided = state.decided or outcome
+        await self.kube.delete_job(state.namespace, state.status.get("jobName") or "")
+        state.stopped = True
 
     async def admit_waiting(self, refresh_positions: bool = False) -> None:
         """Start the queued tasks that fit now. With `refresh_positions` (the sweeper), also rewrite
@@ -361,24 +447,32 @@ class Reconciler:
         async with self.admission_lock:
             decision = self._decide()
         for uid in decision.admit:
-            state = self.registry.tasks[uid]
-            self.spawn(state.name, self.reconcile(state))
+            if (state := self.registry.tasks.get(uid)) is not None:
+                self.spawn(state.name, self.reconcile(state))
         if not refresh_positions:
             return
         now = time.monotonic()
-        stale = sorted(
-            (position, uid)
+        queued = [
+            (position, state)
             for uid, position in decision.positions.items()
-            if now - self.registry.tasks[uid].position_written_at >= POSITION_REFRESH_SECONDS
-            and self.registry.tasks[uid].status.get("queuePosition") != position
+            if (state := self.registry.tasks.get(uid)) is not None
+        ]
+        stale = sorted(
+            (
+                (position, state)
+                for position, state in queued
+                if now - state.position_written_at >= POSITION_REFRESH_SECONDS
+                and state.status.get("queuePosition") != position
+            ),
+            key=lambda item: item[0],
         )
-        for position, uid in stale[:POSITION_WRITES_PER_SWEEP]:
-            state = self.registry.tasks[uid]
+        for position, state in stale[:POSITION_WRITES_PER_SWEEP]:
             state.position_written_at = now  # one write in flight per task
             self.spawn(state.name, self._requeue(state, position))
 
     async def check_heartbeats(self) -> None:
-        """Heartbeats and progress of running tasks from Redis; a silent runner is Lost."""
+        """Heartbeats and progress of running tasks from Redis. A runner that beat and went silent
+        marks its attempt (not whichever attempt is current later) for `decide`."""
         if self.heartbeats is None:
             return
         running = [
@@ -397,7 +491,8 @@ class Reconciler:
             beat = beats[(state.namespace, state.name)]
             if beat.heartbeat is None:
                 if state.heartbeat_seen:
-                    self.spawn(state.name, self.lost(state, f"no heartbeat for {ttl}s"))
+                    state.silent_attempt = int(state.status.get("attempts") or 0)
+                    self.spawn(state.name, self.reconcile(state))
                 continue
             state.heartbeat_seen = True
             patch: dict[str, Any] = {}
@@ -436,9 +531,9 @@ class Reconciler:
         for t in self.registry.tasks.values():
             if t.spec is None or t.final or t.deleted or t.spec.get("cancel"):
                 continue
-            retrying = t.status.get("reason") == api.Reason.RETRYING
+            between = t.status.get("reason") in BETWEEN_ATTEMPTS
             due = status.parse_time(t.status.get("nextAttemptTime"))
-            if retrying and due is not None and due > now:
+            if between and due is not None and due > now:
                 continue
             candidates.append(
                 lifecycle.Candidate(
@@ -446,27 +541,30 @@ class Reconciler:
                     namespace=t.namespace,
                     priority=int(t.spec.get("priority") or 0),
                     created=t.created or "",
-                    running=bool(t.status.get("jobName")) and not retrying,
+                    running=t.starting or (bool(t.status.get("jobName")) and not between),
                 )
             )
         return lifecycle.admit(
             candidates, self.settings.max_running, self.settings.max_running_per_namespace
         )
 
-    async def _admit_or_queue(self, state: TaskState, spec: api.CodeTaskSpec) -> None:
-        attempt = int(state.status.get("attempts") or 0) + 1
-        if not self._limited():
-            await self._start(state, spec, attempt)
-            return
-        async with self.admission_lock:
-            decision = self._decide()
-            if state.uid in decision.admit:
-                await self._start(state, spec, attempt)
+    async def _admit_or_queue(self, state: TaskState, spec: api.CodeTaskSpec, attempt: int) -> None:
+        """Start the attempt if a slot is free (the slot is taken under the admission lock, the
+        API calls made outside it), else queue the task."""
+        if self._limited():
+            async with self.admission_lock:
+                decision = self._decide()
+                state.starting = state.uid in decision.admit
+            if not state.starting:
+                if state.status.get("phase") != api.Phase.QUEUED:
+                    # Once queued, its position moves with every start: the sweeper rewrites it,
+                    # bounded (every write here would come back as an event and move it again).
+                    await self._queue(state, decision.positions.get(state.uid))
                 return
-        if state.status.get("phase") != api.Phase.QUEUED:
-            # Once queued, its position moves with every start: the sweeper rewrites it, bounded
-            # (every write here would come back as an event and move it again).
-            await self._queue(state, decision.positions.get(state.uid))
+        try:
+            await self._start(state, spec, attempt)
+        finally:
+            state.starting = False
 
     async def _requeue(self, state: TaskState, position: int) -> None:
         async with state.lock:
@@ -483,14 +581,8 @@ class Reconciler:
             per_ns = f"{self.settings.max_running_per_namespace} per namespace"
             limits = f"{limits}, {per_ns}" if limits else per_ns
         message = f"waiting for a slot (limit: {limits}); position {position}"
-        conditions = status.set_condition(
-            state.status.get("conditions") or [],
-            api.ConditionType.ADMITTED,
-            api.ConditionStatus.FALSE,
-            api.Reason.QUEUED,
-            message,
-            _now(),
-            state.generation,
+        conditions = _condition(
+            state, api.ConditionType.ADMITTED, api.ConditionStatus.FALSE, api.Reason.QUEUED, message
         )
         before = state.status.get("phase")
         await self._write(
@@ -516,7 +608,6 @@ class Reconciler:
             generation=state.generation,
             attempt=int(state.status.get("attempts") or 1),
             output_limit=spec.output_limit_bytes,
-            cancel=spec.cancel,
             custom_image=spec.command is not None,
             now=_now(),
         )
@@ -539,7 +630,7 @@ class Reconciler:
         )
 
     async def _invalid(self, state: TaskState, message: str) -> None:
-        ctx = status.Context(state.generation, 0, 0, False, False, _now())
+        ctx = status.Context(state.generation, 0, 0, False, _now())
         outcome = status.Outcome(api.Phase.FAILED, api.Reason.INVALID_SPEC, message)
         await self._write(state, status.final_patch(state.status, outcome, None, ctx))
         state.finished()
@@ -549,6 +640,9 @@ class Reconciler:
         errors = admission.validate(state.spec or {}, self.settings)
         if errors:
             await self._invalid(state, "; ".join(errors))
+            return
+        if attempt > 1 and (running := await self._fence(state, attempt)):
+            await self._fenced(state, spec, attempt, running)
             return
         manifest = jobs.build_job(
             state.name, state.uid, state.namespace, spec, attempt, self.settings
@@ -589,13 +683,68 @@ class Reconciler:
                 "observedGeneration": state.generation,
             }
         )
-        state.pending_since = None
-        state.heartbeat_seen = False
-        state.job_end_seen = None
-        state.unready_since = None
-        state.decided = None
+        state.new_attempt()
         await self._write(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
+
+    async def _fence(self, state: TaskState, attempt: int) -> list[PodView]:
+        """The pods of earlier attempts that may still run, read afresh (labels select, and any pod
+        so labelled in the namespace counts: fencing errs on the side of waiting). Each one's Job
+        is deleted (again: a delete may have failed); the garbage collector deletes the pod."""
+        listed = await self.kube.list_pods(state.namespace, f"{jobs.LABEL_TASK_UID}={state.uid}")
+        running = []
+        for pod in listed:
+            view = PodView.of(pod)
+            labels = pod["metadata"].get("labels") or {}
+            if view.stopped or labels.get(jobs.LABEL_ATTEMPT) == str(attempt):
+                continue
+            running.append(view)
+            if not view.deleted and (job_name := labels.get("job-name")):
+                await self.kube.delete_job(state.namespace, job_name)
+        return running
+
+    async def _fenced(
+        self, state: TaskState, spec: api.CodeTaskSpec, attempt: int, running: list[PodView]
+    ) -> None:
+        """Attempt `attempt` waits for `running` to stop; after timeoutSeconds of waiting the task
+        ends with the previous attempt's outcome."""
+        now = time.monotonic()
+        state.fenced_since = state.fenced_since or now
+        pods = ", ".join(
+            f"pod {p.name} on node {p.node or '(none)'}"
+            + (" (not ready: node unreachable?)" if p.ready is False else "")
+            for p in running
+        )
+        why = f"the previous attempt's {pods} has not stopped yet"
+        if now - state.fenced_since > spec.timeout_seconds:
+            last = (state.status.get("history") or [{}])[-1]
+            reason = api.Reason(last.get("reason") or api.Reason.LOST)
+            phase = (
+                api.Phase.TIMED_OUT if reason == api.Reason.DEADLINE_EXCEEDED else api.Phase.FAILED
+            )
+            message = (
+                f"{last.get('message') or reason}; attempt {attempt} was not started: {why} "
+                f"after {spec.timeout_seconds}s"
+            )
+            outcome = Outcome(phase, reason, message, last.get("exitCode"))
+            await self._finish(state, spec, outcome, None)
+            return
+        message = f"attempt {attempt} waits: {why}"
+        conditions = _condition(
+            state,
+            api.ConditionType.RUNNING,
+            api.ConditionStatus.FALSE,
+            api.Reason.STOPPING,
+            message,
+        )
+        patch = {
+            "phase": str(api.Phase.PENDING),
+            "reason": str(api.Reason.STOPPING),
+            "message": message,
+            "conditions": conditions,
+        }
+        await self._write(state, status.changed(state.status, patch))
+        self.wake_at(state, _now() + timedelta(seconds=FENCE_RECHECK_SECONDS))
 
     async def _attempt_ended(
         self,
@@ -632,14 +781,12 @@ class Reconciler:
                 "history": lifecycle.bounded(
                     state.status.get("history") or [], record, HISTORY_KEEP
                 ),
-                "conditions": status.set_condition(
-                    state.status.get("conditions") or [],
+                "conditions": _condition(
+                    state,
                     api.ConditionType.RUNNING,
                     api.ConditionStatus.FALSE,
                     api.Reason.RETRYING,
                     message,
-                    ctx.now,
-                    state.generation,
                 ),
             }
         )
@@ -684,7 +831,11 @@ class Reconciler:
         if at > _now():
             self.wake_at(state, at)
             return
-        await self.kube.delete_task(state.namespace, state.name, state.uid)
+        try:
+            await self.kube.delete_task(state.namespace, state.name, state.uid)
+        except ApiError:
+            self.wake_at(state, _now() + timedelta(seconds=EXPIRE_RETRY_SECONDS))
+            raise
         state.deleted = True
         log.info(
             "deleted after ttlSecondsAfterFinished",
@@ -696,13 +847,6 @@ class Reconciler:
         )
 
 
-def _stopwatch(started: float | None) -> tuple[float, float]:
-    """(start, seconds since it) of a stopwatch on the monotonic clock, started now if not yet."""
-    now = time.monotonic()
-    start = now if started is None else started
-    return start, now - start
-
-
 async def guarded(what: str, coro: Awaitable[None]) -> None:
     """Run a reconcile step; log (never raise) an error, the sweeper will try again."""
     try:
@@ -710,3 +854,33 @@ async def guarded(what: str, coro: Awaitable[None]) -> None:
     except Exception:
         metrics.RECONCILE_ERRORS.inc()
         log.exception("reconcile failed: %s", what)
+
+
+def _condition(
+    state: TaskState,
+    type_: api.ConditionType,
+    status_: api.ConditionStatus,
+    reason: api.Reason,
+    message: str,
+) -> list[dict[str, Any]]:
+    """The task's conditions with one set now."""
+    return status.set_condition(
+        state.status.get("conditions") or [],
+        type_,
+        status_,
+        reason,
+        message,
+        _now(),
+        state.generation,
+    )
+
+
+def _since(started: float | None, running: bool) -> float | None:
+    """A stopwatch on the monotonic clock: started when `running` first holds, cleared when not."""
+    if not running:
+        return None
+    return started if started is not None else time.monotonic()
+
+
+def _elapsed(started: float | None, now: float) -> float | None:
+    return None if started is None else now - started

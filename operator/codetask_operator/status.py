@@ -133,6 +133,8 @@ class PodView:
     """The kubelet's message when it evicted the pod (e.g. over its ephemeral-storage limit)."""
     ready: bool | None = None
     """The Ready condition; the node controller sets it False when the node stops reporting."""
+    phase: str = "Pending"
+    """The pod's phase: Succeeded or Failed once every container has stopped (kubelet)."""
 
     @classmethod
     def of(cls, pod: Obj) -> PodView:
@@ -170,17 +172,40 @@ class PodView:
             evicted=(status.get("message") or "evicted")
             if status.get("reason") == "Evicted"
             else None,
+            phase=status.get("phase") or "Pending",
         )
+
+    @property
+    def stopped(self) -> bool:
+        """The kubelet reported every container stopped: nothing of the attempt runs here."""
+        return self.phase in ("Succeeded", "Failed")
+
+
+def controller_uid(body: Obj) -> str | None:
+    """The uid of the object's controller (its ownerReference with controller: true), if any."""
+    refs = (body.get("metadata") or {}).get("ownerReferences") or []
+    return next((r.get("uid") for r in refs if r.get("controller")), None)
 
 
 def slim(body: Obj) -> dict[str, Any]:
-    """The parts of a Job or pod the phase machine reads (not the pod template with the code)."""
+    """The parts of a Job or pod the phase machine reads (not the pod template with the code), and
+    what identifies it: namespace, uid and its controller's uid (ownership, never labels)."""
     meta = body.get("metadata") or {}
     return {
         "metadata": {
-            key: meta[key]
-            for key in ("name", "labels", "creationTimestamp", "deletionTimestamp")
-            if key in meta
+            **{
+                key: meta[key]
+                for key in (
+                    "name",
+                    "namespace",
+                    "uid",
+                    "labels",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                )
+                if key in meta
+            },
+            "controller": controller_uid(body),
         },
         "spec": {
             key: (body.get("spec") or {}).get(key) for key in ("nodeName", "activeDeadlineSeconds")
@@ -228,6 +253,7 @@ _RESULT_REASONS: Final = {
     "Terminated": (Phase.FAILED, Reason.TERMINATED),
     "MaxTurns": (Phase.FAILED, Reason.MAX_TURNS),
     "AgentError": (Phase.FAILED, Reason.AGENT_ERROR),
+    "AgentUnavailable": (Phase.FAILED, Reason.AGENT_UNAVAILABLE),
 }
 
 
@@ -289,7 +315,6 @@ def attempt_outcome(
     job: Obj | None,
     pod: PodView | None,
     *,
-    cancel: bool,
     custom_image: bool,
     settle: bool = False,
 ) -> Outcome | None:
@@ -313,14 +338,6 @@ def attempt_outcome(
             Phase.TIMED_OUT,
             Reason.DEADLINE_EXCEEDED,
             "the attempt ran past timeoutSeconds and was stopped",
-            result.exit_code if result else None,
-            result,
-        )
-    if cancel:
-        return Outcome(
-            Phase.CANCELLED,
-            Reason.CANCELLED,
-            "cancelled by spec.cancel",
             result.exit_code if result else None,
             result,
         )
@@ -426,7 +443,6 @@ class Context:
     generation: int | None
     attempt: int
     output_limit: int
-    cancel: bool
     custom_image: bool
     now: datetime
 
@@ -447,7 +463,7 @@ def running_patch(current: Obj, pod: PodView, ctx: Context) -> dict[str, Any]:
                 "message": pod.unschedulable,
                 "podName": pod.name,
             }
-        elif current.get("reason") == Reason.UNSCHEDULABLE:
+        elif current.get("reason") in (Reason.UNSCHEDULABLE, Reason.FAILED_CREATE):
             patch = {"reason": str(Reason.SCHEDULED), "message": f"scheduled on {pod.node}"}
         else:
             return {}

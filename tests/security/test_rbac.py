@@ -19,6 +19,7 @@ ALLOWED = [
     ("delete", "jobs.batch", ""),
     ("watch", "pods", ""),
     ("create", "events", ""),
+    ("list", "events", ""),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
 ]
 DENIED = [

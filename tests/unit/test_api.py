@@ -15,7 +15,7 @@ def test_spec_defaults_match_the_documented_api() -> None:
     spec = api.CodeTaskSpec()
     assert spec.timeout_seconds == 300
     assert spec.retries == 0
-    assert spec.retry_policy == [api.Reason.LOST]
+    assert spec.retry_policy is None  # lifecycle.retry_delay applies DEFAULT_RETRY_POLICY
     assert spec.backoff_seconds == 10
     assert spec.output_limit_bytes == 16384
     assert spec.priority == 0

@@ -86,7 +86,7 @@ def test_spec_keeps_defaults_and_bounds_from_the_models() -> None:
     timeout = schema()["properties"]["spec"]["properties"]["timeoutSeconds"]
     assert (timeout["default"], timeout["minimum"], timeout["maximum"]) == (300, 1, 86400)
     retry_policy = schema()["properties"]["spec"]["properties"]["retryPolicy"]
-    assert retry_policy["default"] == ["Lost"]
+    assert "default" not in retry_policy  # unset: lifecycle.DEFAULT_RETRY_POLICY
     assert "InvalidSpec" not in retry_policy["items"]["enum"]
     code = schema()["properties"]["spec"]["properties"]["code"]
     assert code["maxLength"] == api.CODE_MAX_LENGTH and code["nullable"] is True

@@ -27,9 +27,20 @@ def spec(**fields: object) -> CodeTaskSpec:
         ({"retries": 2, "retryPolicy": ["NonZeroExit"]}, 2, Reason.NON_ZERO_EXIT, True),
         ({"retries": 2, "retryPolicy": ["NonZeroExit"]}, 3, Reason.NON_ZERO_EXIT, False),
         ({"retries": 2, "retryPolicy": ["NonZeroExit"]}, 1, Reason.OOM_KILLED, False),
+        # Without retryPolicy, a failed run is retried (as Jobs, Argo, Tekton and BullMQ do)...
         ({"retries": 2}, 1, Reason.LOST, True),
-        ({"retries": 2}, 1, Reason.NON_ZERO_EXIT, False),
+        ({"retries": 2}, 1, Reason.NON_ZERO_EXIT, True),
+        ({"retries": 2}, 1, Reason.OOM_KILLED, True),
+        ({"retries": 2}, 1, Reason.TERMINATED, True),
+        ({"retries": 2}, 1, Reason.AGENT_UNAVAILABLE, True),
+        # ... but not a timeout, an image or config error, or what the agent itself reported.
+        ({"retries": 2}, 1, Reason.DEADLINE_EXCEEDED, False),
+        ({"retries": 2}, 1, Reason.IMAGE_ERROR, False),
+        ({"retries": 2}, 1, Reason.AGENT_ERROR, False),
         ({"retries": 0}, 1, Reason.LOST, False),
+        ({"retries": 0}, 1, Reason.NON_ZERO_EXIT, False),
+        # retryPolicy narrows it.
+        ({"retries": 2, "retryPolicy": ["Lost"]}, 1, Reason.NON_ZERO_EXIT, False),
         ({"retries": 5, "retryPolicy": ["Lost"]}, 1, Reason.INVALID_SPEC, False),
     ],
 )

@@ -1,66 +1,140 @@
-"""The reconciler's judgement of a pod deleted mid-run, against a fake API server: the Job watch can
-lag the pod watch, so the Job is read before the attempt is called Lost."""
+"""The executor against a fake API server: fresh reads before verdicts, fencing between attempts,
+deleted tasks staying deleted, failed writes tried again, identity by ownership.
+
+Each test names the exactly-once issue's item it covers (#N); each failed before that change.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from codetask_operator import api, status
+from codetask_operator import jobs, status
+from codetask_operator.kube import ApiError
 from codetask_operator.reconcile import Reconciler, Registry, TaskState
 from codetask_operator.settings import Settings
 
-JOB = "t-0123456789-1"
+pytestmark = pytest.mark.unit
+
+NS, NAME, UID = "ns", "t", "0f0e5c2e-1111-4222-8333-444455556666"
 
 
-def iso(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso(seconds_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def job(created: datetime, deadline: int, started: bool) -> dict[str, Any]:
-    return {
-        "metadata": {"name": JOB, "creationTimestamp": iso(created)},
-        "spec": {"activeDeadlineSeconds": deadline},
-        "status": {"startTime": iso(created)} if started else {},
-    }
-
-
-def deleted_pod(started: datetime) -> dict[str, Any]:
+def job_body(attempt: int = 1, age: float = 30, deadline: int = 300) -> dict[str, Any]:
+    name = jobs.job_name(NAME, UID, attempt)
     return {
         "metadata": {
-            "name": f"{JOB}-abcde",
-            "labels": {"job-name": JOB},
-            "creationTimestamp": iso(started),
-            "deletionTimestamp": iso(datetime.now(UTC)),
+            "name": name,
+            "namespace": NS,
+            "uid": f"job-uid-{attempt}",
+            "creationTimestamp": iso(age),
+            "labels": jobs.labels_for(NAME, UID, attempt),
+            "ownerReferences": [{"uid": UID, "controller": True, "kind": "CodeTask"}],
         },
+        "spec": {"activeDeadlineSeconds": deadline},
+        "status": {"startTime": iso(age)},
+    }
+
+
+def pod_body(
+    attempt: int = 1,
+    namespace: str = NS,
+    controller: str | None = None,
+    phase: str = "Running",
+    result: str | None = None,
+    deleted: bool = False,
+    ready: bool = True,
+) -> dict[str, Any]:
+    name = jobs.job_name(NAME, UID, attempt)
+    state: dict[str, Any] = {"running": {"startedAt": iso(20)}}
+    if result is not None:
+        state = {"terminated": {"exitCode": 0, "startedAt": iso(20), "message": result}}
+    meta: dict[str, Any] = {
+        "name": f"{name}-abcde",
+        "namespace": namespace,
+        "creationTimestamp": iso(25),
+        "labels": {**jobs.labels_for(NAME, UID, attempt), "job-name": name},
+        "ownerReferences": [
+            {"uid": controller or f"job-uid-{attempt}", "controller": True, "kind": "Job"}
+        ],
+    }
+    if deleted:
+        meta["deletionTimestamp"] = iso(1)
+    return {
+        "metadata": meta,
         "spec": {"nodeName": "node-1"},
         "status": {
-            "phase": "Running",
-            "containerStatuses": [
-                {"name": "runner", "ready": True, "state": {"running": {"startedAt": iso(started)}}}
-            ],
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": str(ready)}],
+            "containerStatuses": [{"name": "runner", "state": state}],
         },
     }
+
+
+def result(stdout: str) -> str:
+    return json.dumps(
+        {"v": 1, "reason": "Completed", "exitCode": 0, "stdout": stdout, "startedAt": iso(20)}
+    )
 
 
 class FakeKube:
-    """The API server as the reconciler calls it: a Job store, status patches recorded."""
+    """The API server as the reconciler calls it: Jobs and pods stored, writes recorded, and
+    failures to inject per call."""
 
-    def __init__(self, job: dict[str, Any] | None) -> None:
-        self.job = job
-        self.deleted: list[str] = []
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.task: dict[str, Any] | None = {"metadata": {"name": NAME, "uid": UID}}
         self.status: dict[str, Any] = {}
+        self.created: list[str] = []
+        self.deleted_jobs: list[str] = []
+        self.deleted_tasks = 0
+        self.fail: dict[str, list[Exception]] = {}
+        self.on_create: Any = None
+
+    def _maybe_fail(self, call: str) -> None:
+        if self.fail.get(call):
+            raise self.fail[call].pop(0)
+
+    async def create_job(self, namespace: str, manifest: dict[str, Any], owner: str) -> str:
+        self._maybe_fail("create_job")
+        if self.on_create:
+            self.on_create()
+        name: str = manifest["metadata"]["name"]
+        self.created.append(name)
+        return name
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.job
+        return self.jobs.get(name)
 
     async def delete_job(self, namespace: str, name: str) -> None:
-        self.deleted.append(name)
+        self._maybe_fail("delete_job")
+        self.deleted_jobs.append(name)
+        self.jobs.pop(name, None)
+
+    async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        key, value = selector.split("=")
+        return [
+            p
+            for p in self.pods.values()
+            if p["metadata"]["namespace"] == namespace and p["metadata"]["labels"][key] == value
+        ]
+
+    async def failed_create(self, namespace: str, job_uid: str) -> str | None:
+        return None
+
+    async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.task
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> Any:
+        self._maybe_fail("patch_status")
         self.status = {k: v for k, v in {**self.status, **patch}.items() if v is not None}
         return {"status": self.status}
 
@@ -68,37 +142,250 @@ class FakeKube:
         return None
 
     async def delete_task(self, *args: Any) -> None:
-        return None
+        self._maybe_fail("delete_task")
+        self.deleted_tasks += 1
+
+
+def task(
+    kube: FakeKube, settings: Settings | None = None, **spec: Any
+) -> tuple[Reconciler, TaskState]:
+    """A reconciler and a task whose attempt 1 runs, as the watches last showed it."""
+    reconciler = Reconciler(kube, settings or Settings(), Registry())  # type: ignore[arg-type]
+    name = jobs.job_name(NAME, UID, 1)
+    kube.status = {
+        "phase": "Running",
+        "reason": "Started",
+        "jobName": name,
+        "attempts": 1,
+        "startTime": iso(20),
+    }
+    state = TaskState(
+        uid=UID,
+        namespace=NS,
+        name=NAME,
+        spec={"language": "python", "code": "print(4)", **spec},
+        status=dict(kube.status),
+        status_known=True,
+    )
+    reconciler.registry.tasks[UID] = state
+    return reconciler, state
+
+
+def seen(state: TaskState, *bodies: dict[str, Any]) -> None:
+    """What the watches delivered."""
+    for body in bodies:
+        slim = status.slim(body)
+        if "job-name" in body["metadata"]["labels"]:
+            state.pods[body["metadata"]["name"]] = slim
+        else:
+            state.add_job(slim)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_1_a_job_missing_from_the_cache_is_read_before_any_verdict() -> None:
+    kube = FakeKube()
+    job, pod = job_body(), pod_body()
+    kube.jobs[job["metadata"]["name"]], kube.pods[pod["metadata"]["name"]] = job, pod
+    reconciler, state = task(kube)
+    seen(state, pod)
+    state.job_missing_since = 0.0  # long ago: the Job watch lags or re-lists
+    run(reconciler.reconcile(state))
+    assert kube.deleted_jobs == [] and kube.status["phase"] == "Running"
+    assert state.current_job() is not None
+
+
+def test_1_a_job_gone_on_a_fresh_read_is_lost() -> None:
+    kube = FakeKube()
+    pod = pod_body()
+    kube.pods[pod["metadata"]["name"]] = pod
+    reconciler, state = task(kube, retries=0)
+    seen(state, job_body(), pod)
+    state.jobs.clear()  # the watch's DELETED
+    state.job_missing_since = 0.0
+    run(reconciler.reconcile(state))
+    assert (kube.status["phase"], kube.status["reason"]) == ("Failed", "Lost")
 
 
 @pytest.mark.parametrize(
-    ("seen", "deadline", "phase", "reason", "job_deleted"),
+    ("job_in_view", "deadline", "phase", "reason", "job_deleted"),
     [
-        # The watch has not shown the Job's start: the API server has it past its deadline.
-        ("unstarted", 6, api.Phase.TIMED_OUT, api.Reason.DEADLINE_EXCEEDED, False),
-        # The watch has not shown the Job at all.
-        (None, 6, api.Phase.TIMED_OUT, api.Reason.DEADLINE_EXCEEDED, False),
+        # The watch has not shown the Job (or its start): the API server has it past its deadline.
+        ("unstarted", 6, "TimedOut", "DeadlineExceeded", False),
+        (None, 6, "TimedOut", "DeadlineExceeded", False),
         # The Job is well within its deadline: someone deleted the pod.
-        ("unstarted", 600, api.Phase.FAILED, api.Reason.LOST, True),
-        ("started", 600, api.Phase.FAILED, api.Reason.LOST, True),
+        ("unstarted", 600, "Failed", "Lost", True),
+        ("started", 600, "Failed", "Lost", True),
     ],
 )
 def test_a_deleted_pod_is_judged_from_the_job_as_it_is_now(
-    seen: str | None, deadline: int, phase: api.Phase, reason: api.Reason, job_deleted: bool
+    job_in_view: str | None, deadline: int, phase: str, reason: str, job_deleted: bool
 ) -> None:
-    started = datetime.now(UTC) - timedelta(seconds=30)
-    kube = FakeKube(job(started, deadline, started=True))
-    reconciler = Reconciler(kube, Settings(), Registry())  # type: ignore[arg-type]
-    seen_job = job(started, deadline, started=seen == "started")
-    state = TaskState(
-        uid="u1",
-        namespace="ns",
-        name="t",
-        spec={"code": "import time; time.sleep(60)", "timeoutSeconds": deadline},
-        status={"phase": "Running", "jobName": JOB, "attempts": 1, "startTime": iso(started)},
-        jobs={JOB: status.slim(seen_job)} if seen else {},
-        pods={f"{JOB}-abcde": status.slim(deleted_pod(started))},
-    )
-    asyncio.run(reconciler.reconcile(state))
+    kube = FakeKube()
+    job = job_body(deadline=deadline)
+    kube.jobs[job["metadata"]["name"]] = job
+    reconciler, state = task(kube, timeoutSeconds=deadline)
+    pod = pod_body(deleted=True)
+    seen(state, pod)
+    if job_in_view:
+        in_view = job_body(deadline=deadline)
+        if job_in_view == "unstarted":
+            in_view["status"] = {}
+        seen(state, in_view)
+    else:
+        state.job_uids[job["metadata"]["name"]] = job["metadata"]["uid"]
+    run(reconciler.reconcile(state))
     assert (kube.status.get("phase"), kube.status.get("reason")) == (phase, reason)
-    assert kube.deleted == ([JOB] if job_deleted else [])
+    assert bool(kube.deleted_jobs) is job_deleted
+
+
+def test_2_a_silent_heartbeat_stops_the_pod_and_the_retry_waits_until_it_stopped() -> None:
+    kube = FakeKube()
+    job, pod = job_body(), pod_body()
+    kube.jobs[job["metadata"]["name"]], kube.pods[pod["metadata"]["name"]] = job, pod
+    reconciler, state = task(kube, retries=1, backoffSeconds=1)
+    seen(state, job, pod)
+    state.silent_attempt = 1
+    run(reconciler.reconcile(state))
+    assert kube.deleted_jobs == [job["metadata"]["name"]]
+    assert kube.status["reason"] == "Retrying"
+
+    # Backoff over; the old pod still terminates (Redis cut off, the kubelet slow to kill it).
+    kube.status["nextAttemptTime"] = iso(1)
+    state.status = dict(kube.status)
+    kube.pods[pod["metadata"]["name"]] = pod_body(deleted=True)
+    run(reconciler.reconcile(state))
+    assert kube.created == []
+    assert (kube.status["phase"], kube.status["reason"]) == ("Pending", "Stopping")
+    assert pod["metadata"]["name"] in kube.status["message"]
+
+    kube.pods.clear()  # now it is gone
+    run(reconciler.reconcile(state))
+    assert kube.created == [jobs.job_name(NAME, UID, 2)]
+
+
+def test_2_silence_of_an_earlier_attempt_does_not_end_the_current_one() -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube)
+    seen(state, job_body(), pod_body())
+    state.silent_attempt = 0
+    run(reconciler.reconcile(state))
+    assert kube.deleted_jobs == [] and kube.status["phase"] == "Running"
+
+
+def test_3_a_task_deleted_during_its_backoff_creates_no_job() -> None:
+    async def scenario() -> FakeKube:
+        kube = FakeKube()
+        reconciler, state = task(kube, retries=1)
+        reconciler.wake_at(state, datetime.now(UTC) + timedelta(seconds=0.05))
+        reconciler.forget(UID)
+        await asyncio.sleep(0.2)
+        assert reconciler.registry.get(UID) is None  # late Job/pod events are ignored
+        assert UID not in reconciler.registry.tasks
+        return kube
+
+    assert run(scenario()).created == []
+
+
+def test_4_cancel_after_the_code_finished_keeps_its_result() -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube, cancel=True)
+    seen(state, job_body(), pod_body(phase="Succeeded", result=result("done\n")))
+    run(reconciler.reconcile(state))
+    assert (kube.status["phase"], kube.status["stdout"]) == ("Succeeded", "done\n")
+    assert kube.deleted_jobs == []
+
+
+def test_5_a_failed_job_delete_is_tried_again_before_the_attempt_ends() -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube, cancel=True)
+    seen(state, job_body(), pod_body())
+    kube.fail["delete_job"] = [ApiError(500, "Internal Server Error")]
+    with pytest.raises(ApiError):
+        run(reconciler.reconcile(state))
+    assert kube.status["phase"] == "Running"
+    run(reconciler.reconcile(state))
+    assert kube.deleted_jobs == [jobs.job_name(NAME, UID, 1)]
+    assert kube.status["phase"] == "Cancelled"
+
+
+@pytest.mark.parametrize("still_there", [True, False])
+def test_6_a_404_is_confirmed_before_the_task_is_taken_for_deleted(still_there: bool) -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube)
+    seen(state, job_body(), pod_body(phase="Succeeded", result=result("4\n")))
+    kube.fail["patch_status"] = [ApiError(404, "Not Found")]
+    if not still_there:
+        kube.task = None
+    if still_there:
+        with pytest.raises(ApiError):
+            run(reconciler.reconcile(state))
+    else:
+        run(reconciler.reconcile(state))
+    assert state.deleted is not still_there
+    if still_there:
+        run(reconciler.reconcile(state))
+        assert kube.status["phase"] == "Succeeded"
+
+
+def test_6_a_failed_ttl_delete_is_tried_again() -> None:
+    async def scenario() -> Reconciler:
+        kube = FakeKube()
+        reconciler, state = task(kube, ttlSecondsAfterFinished=0)
+        state.status = {"phase": "Succeeded", "completionTime": iso(5)}
+        kube.fail["delete_task"] = [ApiError(503, "Service Unavailable")]
+        with pytest.raises(ApiError):
+            await reconciler.reconcile(state)
+        return reconciler
+
+    assert UID in run(scenario()).timers
+
+
+def test_7_the_admission_lock_is_not_held_across_api_calls() -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube, settings=Settings(max_running=1))
+    state.status = kube.status = {}
+    held: list[bool] = []
+    kube.on_create = lambda: held.append(reconciler.admission_lock.locked())
+    run(reconciler.reconcile(state))
+    assert kube.created and held == [False]
+
+
+def test_registry_phases_is_a_snapshot() -> None:
+    registry = Registry()
+    assert registry.get("a") is not None
+    phases = registry.phases()
+    registry.get("b")
+    assert phases == [None]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        pod_body(namespace="other", phase="Succeeded", result=result("forged\n")),
+        pod_body(controller="someone-else", phase="Succeeded", result=result("forged\n")),
+    ],
+    ids=["another namespace", "not controlled by the task's Job"],
+)
+def test_a_pod_with_the_task_labels_but_not_owned_is_ignored(forged: dict[str, Any]) -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube)
+    seen(state, job_body(), pod_body())
+    forged["metadata"]["name"] = "forged"
+    forged["metadata"]["creationTimestamp"] = iso(60)  # older than the real pod
+    seen(state, forged)
+    run(reconciler.reconcile(state))
+    assert kube.status["phase"] == "Running" and "stdout" not in kube.status
+
+
+def test_a_job_not_controlled_by_the_task_is_not_its_job() -> None:
+    state = TaskState(uid=UID, namespace=NS, name=NAME)
+    foreign = job_body()
+    foreign["metadata"]["ownerReferences"] = [{"uid": "other", "controller": True}]
+    state.add_job(status.slim(foreign))
+    moved = job_body()
+    moved["metadata"]["namespace"] = "other"
+    state.add_job(status.slim(moved))
+    assert state.jobs == {}

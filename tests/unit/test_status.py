@@ -88,13 +88,12 @@ def view(p: dict[str, Any]) -> status.PodView:
 
 
 @pytest.mark.parametrize(
-    ("job_body", "pod_body", "cancel", "custom", "expected"),
+    ("job_body", "pod_body", "custom", "expected"),
     [
         # A definite runner result settles the attempt without waiting for the Job.
         (
             job(),
             pod(terminated={"exitCode": 0, "message": result()}),
-            False,
             False,
             (Phase.SUCCEEDED, Reason.COMPLETED, 0),
         ),
@@ -102,13 +101,11 @@ def view(p: dict[str, Any]) -> status.PodView:
             job(),
             pod(terminated={"exitCode": 3, "message": result("NonZeroExit", 3)}),
             False,
-            False,
             (Phase.FAILED, Reason.NON_ZERO_EXIT, 3),
         ),
         (
             job(),
             pod(terminated={"exitCode": 124, "message": result("DeadlineExceeded", 124)}),
-            False,
             False,
             (Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED, 124),
         ),
@@ -116,13 +113,11 @@ def view(p: dict[str, Any]) -> status.PodView:
             job(),
             pod(terminated={"exitCode": 137, "message": result("OOMKilled", 137)}),
             False,
-            False,
             (Phase.FAILED, Reason.OOM_KILLED, 137),
         ),
         (
             job(),
             pod(terminated={"exitCode": 127, "message": result("StartError", 127)}),
-            False,
             False,
             (Phase.FAILED, Reason.START_ERROR, 127),
         ),
@@ -131,13 +126,11 @@ def view(p: dict[str, Any]) -> status.PodView:
             job(),
             pod(terminated={"exitCode": 143, "message": result("Terminated", 143)}),
             False,
-            False,
             None,
         ),
         (
             job("Failed", "DeadlineExceeded"),
             pod(terminated={"exitCode": 143, "message": result("Terminated", 143)}),
-            False,
             False,
             (Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED, 143),
         ),
@@ -145,21 +138,12 @@ def view(p: dict[str, Any]) -> status.PodView:
             job("Failed", "BackoffLimitExceeded"),
             pod(terminated={"exitCode": 143, "message": result("Terminated", 143)}),
             False,
-            False,
             (Phase.FAILED, Reason.TERMINATED, 143),
-        ),
-        (
-            job("Failed", "BackoffLimitExceeded"),
-            pod(terminated={"exitCode": 143, "message": result("Terminated", 143)}),
-            True,
-            False,
-            (Phase.CANCELLED, Reason.CANCELLED, 143),
         ),
         # Job deadline with the pod already gone.
         (
             job("Failed", "DeadlineExceeded"),
             None,
-            False,
             False,
             (Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED, None),
         ),
@@ -168,27 +152,23 @@ def view(p: dict[str, Any]) -> status.PodView:
             job("Failed", "BackoffLimitExceeded"),
             pod(terminated={"exitCode": 137, "reason": "OOMKilled"}),
             False,
-            False,
             (Phase.FAILED, Reason.OOM_KILLED, 137),
         ),
         (
             job("Failed", "BackoffLimitExceeded"),
             pod(terminated={"exitCode": 1, "reason": "Error", "message": "Traceback"}),
             False,
-            False,
             (Phase.FAILED, Reason.RUNNER_ERROR, 1),
         ),
         (
             job("Complete"),
             pod(terminated={"exitCode": 0, "reason": "Completed"}),
-            False,
             True,
             (Phase.SUCCEEDED, Reason.COMPLETED, 0),
         ),
         (
             job("Failed", "BackoffLimitExceeded"),
             pod(terminated={"exitCode": 2, "reason": "Error"}),
-            False,
             True,
             (Phase.FAILED, Reason.NON_ZERO_EXIT, 2),
         ),
@@ -197,23 +177,21 @@ def view(p: dict[str, Any]) -> status.PodView:
             job("Failed", "BackoffLimitExceeded"),
             None,
             False,
-            False,
             None,
         ),
         # Not over yet.
-        (job(), pod(running=True), False, False, None),
-        (None, None, False, False, None),
+        (job(), pod(running=True), False, None),
+        (None, None, False, None),
     ],
 )
 def test_attempt_outcome(
     job_body: dict[str, Any] | None,
     pod_body: dict[str, Any] | None,
-    cancel: bool,
     custom: bool,
     expected: tuple[Phase, Reason, int | None] | None,
 ) -> None:
     outcome = status.attempt_outcome(
-        job_body, view(pod_body) if pod_body else None, cancel=cancel, custom_image=custom
+        job_body, view(pod_body) if pod_body else None, custom_image=custom
     )
     got = (outcome.phase, outcome.reason, outcome.exit_code) if outcome else None
     assert got == expected
@@ -251,14 +229,12 @@ def test_early_failure_waits_out_the_grace_except_for_image_errors_and_a_runtime
 
 
 def ctx(limit: int = 16384) -> status.Context:
-    return status.Context(
-        generation=1, attempt=1, output_limit=limit, cancel=False, custom_image=False, now=NOW
-    )
+    return status.Context(generation=1, attempt=1, output_limit=limit, custom_image=False, now=NOW)
 
 
 def test_final_patch_carries_the_result_and_validates_against_the_api() -> None:
     p = view(pod(terminated={"exitCode": 3, "message": result("NonZeroExit", 3)}))
-    outcome = status.attempt_outcome(job(), p, cancel=False, custom_image=False)
+    outcome = status.attempt_outcome(job(), p, custom_image=False)
     assert outcome is not None
     patch = status.final_patch({}, outcome, p, ctx())
     assert patch["phase"] == "Failed" and patch["exitCode"] == 3
@@ -277,7 +253,7 @@ def test_final_patch_carries_the_result_and_validates_against_the_api() -> None:
 
 def test_final_patch_cuts_output_to_the_limit_and_says_so() -> None:
     p = view(pod(terminated={"exitCode": 0, "message": result(stdout="x" * 100 + "END")}))
-    outcome = status.attempt_outcome(job(), p, cancel=False, custom_image=False)
+    outcome = status.attempt_outcome(job(), p, custom_image=False)
     assert outcome is not None
     patch = status.final_patch({}, outcome, p, ctx(limit=10))
     assert patch["stdout"] == "xxxxxxxEND"
@@ -346,7 +322,7 @@ def test_agent_results_end_the_attempt_with_their_reason_and_report(
 ) -> None:
     message = result(reason, code, message="" if code == 0 else "why", agent=AGENT_REPORT)
     p = view(pod(terminated={"exitCode": code, "message": message}))
-    outcome = status.attempt_outcome(job(), p, cancel=False, custom_image=False)
+    outcome = status.attempt_outcome(job(), p, custom_image=False)
     assert outcome is not None
     assert (outcome.phase, outcome.reason) == expected
     patch = status.final_patch({}, outcome, p, ctx())
@@ -364,7 +340,7 @@ def test_agent_report_fields_of_the_wrong_shape_are_dropped() -> None:
 
 def test_code_results_leave_status_agent_alone_and_a_new_outcome_clears_it() -> None:
     p = view(pod(terminated={"exitCode": 0, "message": result()}))
-    outcome = status.attempt_outcome(job(), p, cancel=False, custom_image=False)
+    outcome = status.attempt_outcome(job(), p, custom_image=False)
     assert outcome is not None
     assert "agent" not in status.final_patch({}, outcome, p, ctx())
     lost = status.Outcome(Phase.FAILED, Reason.LOST, "gone")
@@ -416,7 +392,7 @@ def test_evicted_pod_names_the_eviction() -> None:
         "message": "Pod ephemeral local storage usage exceeds the total limit",
     }
     outcome = status.attempt_outcome(
-        job("Failed", "BackoffLimitExceeded"), view(evicted), cancel=False, custom_image=False
+        job("Failed", "BackoffLimitExceeded"), view(evicted), custom_image=False
     )
     assert outcome is not None
     assert (outcome.phase, outcome.reason) == (Phase.FAILED, Reason.TERMINATED)
@@ -435,16 +411,14 @@ def test_slim_keeps_what_the_phase_machine_reads_and_drops_the_template() -> Non
 def test_ended_job_waits_for_its_pods_final_state_until_settled() -> None:
     still_running = view(pod(running=True))
     complete = job("Complete")
-    assert status.attempt_outcome(complete, still_running, cancel=False, custom_image=False) is None
-    settled = status.attempt_outcome(
-        complete, still_running, cancel=False, custom_image=False, settle=True
-    )
+    assert status.attempt_outcome(complete, still_running, custom_image=False) is None
+    settled = status.attempt_outcome(complete, still_running, custom_image=False, settle=True)
     assert settled is not None and settled.phase is Phase.SUCCEEDED
 
 
 def test_ended_job_without_a_pod_is_lost_once_settled() -> None:
     ended = job("Failed", "BackoffLimitExceeded")
-    outcome = status.attempt_outcome(ended, None, cancel=False, custom_image=False, settle=True)
+    outcome = status.attempt_outcome(ended, None, custom_image=False, settle=True)
     assert outcome is not None and (outcome.phase, outcome.reason) == (Phase.FAILED, Reason.LOST)
 
 
