@@ -13,7 +13,7 @@ property that must hold anyway:
   ends the task with the cluster's words, on time.
 
 Runs are counted by the task code itself, in a Redis of the test's own that no fault touches (as in
-test_operator_crashes), never by the operator's status.
+test_operator_crashes), never by the operator's status. `make chaos` only (about 2 minutes).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from tests.e2e.tasks import (
 )
 from tests.faultproxy import FaultProxy, Upstream
 
+pytestmark = pytest.mark.long
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
 LABEL_TASK, LABEL_ATTEMPT = "codetask.dev/task", "codetask.dev/attempt"
