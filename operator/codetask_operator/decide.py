@@ -43,8 +43,12 @@ RESYNC: Final = 30.0
 """An attempt past its deadline whose Job and pod showed no change for this long is read afresh: a
 DELETED event lost across a watch re-list must not leave it running forever."""
 DEADLINE_GRACE: Final = 2.0
-"""The operator's own deadline (a Job whose pod never started) allows this much over timeoutSeconds
-for the Job controller's own verdict to come first."""
+"""The operator's own deadline (a Job whose pod the cluster refuses) allows this much over
+timeoutSeconds for the Job controller's own verdict to come first."""
+UNSYNCED_GRACE: Final = 60.0
+"""A Job without a `startTime` and without a refusal on record has not been handled by a busy Job
+controller yet (a burst of Jobs): its own deadline will count from when it is. The operator's
+deadline waits this much longer before it stops such a Job."""
 
 JOB: Final = "job"
 PODS: Final = "pods"
@@ -226,9 +230,7 @@ def _attempt(o: Observed, spec: CodeTaskSpec, job_name: str) -> Action:
         failure = early_failure(pod, clocks.pending, o.pending_grace)
         if failure is not None:
             return Stop(failure)
-        if job.get("status", {}).get("startTime") is None and _past_deadline(
-            o, job, spec, DEADLINE_GRACE
-        ):
+        if _unclocked_past_deadline(o, job, spec):
             return Stop(_no_start(spec, f"pod {pod.name} did not start"))
         return _update(o, running_patch(o.status, pod, _context(o, spec)))
     if pod.terminated is not None:
@@ -270,8 +272,9 @@ def _job_absent(o: Observed, spec: CodeTaskSpec, job_name: str) -> Action:
 
 
 def _no_pod(o: Observed, spec: CodeTaskSpec, job: Mapping[str, Any], job_name: str) -> Action:
-    """A Job without a pod in view: starting, refused by the cluster, or its pod gone unseen."""
-    if _past_deadline(o, job, spec, DEADLINE_GRACE):
+    """A Job without a pod in view: starting, refused by the cluster, or its pod gone unseen (a
+    Job whose clock runs ends by its own deadline: its controller deletes the pod first)."""
+    if _unclocked_past_deadline(o, job, spec):
         if confirm := _confirm(o, PODS):
             return confirm
         why = o.create_failure or "no pod was created"
@@ -303,6 +306,16 @@ def _past_deadline(o: Observed, job: Mapping[str, Any], spec: CodeTaskSpec, grac
     if started is not None or created is None:
         return False
     return (o.now - created).total_seconds() >= spec.timeout_seconds + grace
+
+
+def _unclocked_past_deadline(o: Observed, job: Mapping[str, Any], spec: CodeTaskSpec) -> bool:
+    """A Job without a `startTime` (Kubernetes' own deadline never started) past timeoutSeconds
+    from its creation: the operator's deadline — soon after it when the cluster refused the pod,
+    UNSYNCED_GRACE later otherwise. A Job with a `startTime` is left to the Job controller."""
+    grace = DEADLINE_GRACE if o.create_failure else UNSYNCED_GRACE
+    return (job.get("status") or {}).get("startTime") is None and _past_deadline(
+        o, job, spec, grace
+    )
 
 
 def _no_start(spec: CodeTaskSpec, why: str) -> Outcome:

@@ -391,20 +391,56 @@ CASES: list[tuple[str, Observed, tuple[Any, ...]]] = [
         ),
         ("Update", None, "FailedCreate"),
     ),
+    # A Job that never got a pod never starts Kubernetes' own deadline: the operator's runs.
     (
-        "no pod by the deadline (Job never started): read pods",
-        observed(job=job(age=303, started=False), pod=None),
+        "refused pod past the deadline: read pods",
+        observed(job=job(age=303, started=False), pod=None, create_failure="exceeded quota"),
         ("Confirm", PODS),
     ),
     (
-        "no pod by the deadline: TimedOut",
-        observed(job=job(age=303, started=False), pod=None, fresh=frozenset({PODS})),
+        "refused pod past the deadline: TimedOut",
+        observed(
+            job=job(age=303, started=False),
+            pod=None,
+            create_failure="exceeded quota",
+            fresh=frozenset({PODS}),
+        ),
+        ("Stop", Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED),
+    ),
+    # A busy Job controller has not handled the Job yet (no refusal): its deadline will count from
+    # when it does; the operator's waits UNSYNCED_GRACE longer.
+    (
+        "Job not handled yet at the deadline",
+        observed(
+            job=job(age=303, started=False), pod=None, clocks=Clocks(no_pod=303, events_read=1)
+        ),
+        ("Wait", False),
+    ),
+    (
+        "Job not handled a minute past the deadline",
+        observed(job=job(age=361, started=False), pod=None, fresh=frozenset({PODS})),
         ("Stop", Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED),
     ),
     (
-        "pod never started by the deadline",
-        observed(job=job(age=303, started=False), pod=pod("waiting", waiting="ContainerCreating")),
+        "pod never started a minute past the deadline",
+        observed(job=job(age=361, started=False), pod=pod("waiting", waiting="ContainerCreating")),
         ("Stop", Phase.TIMED_OUT, Reason.DEADLINE_EXCEEDED),
+    ),
+    # The Job's own deadline deleted the pod; its Failed condition is on its way: not ours to stop.
+    (
+        "Job started, pod gone at its deadline",
+        observed(job=job(age=303), pod=None, clocks=Clocks(no_pod=1)),
+        ("Wait", True),
+    ),
+    (
+        "Job started, pod gone at its deadline, pods read",
+        observed(
+            job=job(age=303),
+            pod=None,
+            fresh=frozenset({PODS}),
+            clocks=Clocks(no_pod=11, events_read=1),
+        ),
+        ("Wait", False),
     ),
     # 6: a missed DELETED (watch re-list) cannot strand a task: past its deadline it is re-read.
     (
