@@ -117,7 +117,8 @@ def operator(crd: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Op
 
 @pytest.fixture(scope="module")
 def redis_url(api_client: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A redis-server on the node's address, where task pods can reach it."""
+    """A redis-server on the node's address, where task pods can reach it, with a password (task
+    pods get Redis users of their own only from a Redis whose default user needs one)."""
     import redis
     from kubernetes import client
 
@@ -127,12 +128,13 @@ def redis_url(api_client: object, tmp_path_factory: pytest.TempPathFactory) -> I
     host = next(a.address for a in node.status.addresses if a.type == "InternalIP")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    options = ("--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", workdir)
+    password = uuid.uuid4().hex
+    options = ("--save", "", "--appendonly", "no", "--requirepass", password, "--dir", workdir)
     proc = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", f"{host} 127.0.0.1", *map(str, options)],
         stdout=subprocess.DEVNULL,
     )
-    url = f"redis://{host}:{port}/0"
+    url = f"redis://:{password}@{host}:{port}/0"
     end = time.monotonic() + 10
     while True:
         try:
@@ -144,3 +146,43 @@ def redis_url(api_client: object, tmp_path_factory: pytest.TempPathFactory) -> I
     yield url
     proc.terminate()
     proc.wait()
+
+
+HEARTBEAT_TTL = 4
+"""The `redis_operator`'s heartbeat TTL (seconds)."""
+
+
+@pytest.fixture(scope="module")
+def redis_operator(
+    crd: None,
+    redis_url: str,
+    api_client: object,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """An operator with Redis heartbeats (interval 1 s, TTL 4 s), serving a namespace of its own
+    (one per test module)."""
+    from kubernetes import client
+
+    from tests.e2e.conftest import OPERATOR_ENV, free_port
+    from tests.e2e.tasks import Operator
+
+    ns = f"{SESSION}r-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    env = {
+        **os.environ,
+        **OPERATOR_ENV,
+        "CODETASK_NAMESPACES": ns,
+        "CODETASK_REDIS_URL": redis_url,
+        "CODETASK_HEARTBEAT_INTERVAL_SECONDS": "1",
+        "CODETASK_HEARTBEAT_TTL_SECONDS": str(HEARTBEAT_TTL),
+        "CODETASK_SWEEP_INTERVAL_SECONDS": "1",
+        "CODETASK_HEALTH_PORT": str(free_port()),
+        "CODETASK_METRICS_PORT": str(free_port()),
+    }
+    log = tmp_path_factory.mktemp("redis-operator") / "operator.log"
+    op = Operator([sys.executable, "-m", "codetask_operator"], env, log)
+    op.start()
+    yield ns
+    op.stop()
+    core.delete_namespace(ns)

@@ -5,12 +5,11 @@ that fails it ends Failed with reason InvalidSpec). It parses the spec with the 
 so it also reports what the schema would.
 
 Updates: a CodeTask is one run, so its spec is immutable once created, except `cancel` (only from
-false to true), `priority` (reorders a task still waiting for a slot) and `ttlSecondsAfterFinished`
-(keep a finished task longer or shorter). This holds from creation rather than from "started", so
-there is no race with the operator starting the task.
+false to true), `priority` (reorders a task still waiting for a slot; up to the cap) and
+`ttlSecondsAfterFinished` (keep a finished task longer or shorter). This holds from creation rather
+than from "started", so there is no race with the operator starting the task.
 """
 
-import fnmatch
 import json
 import re
 from collections.abc import Mapping
@@ -49,6 +48,7 @@ def validate(spec: Mapping[str, Any], settings: Settings) -> list[str]:
         *_sizes(task),
         *_env(task),
         *_resources(task),
+        *_caps(task, settings),
         *_labels(task),
     ]
 
@@ -77,10 +77,23 @@ def _mode(task: api.CodeTaskSpec, settings: Settings) -> list[str]:
         errors.append("spec.image: required with spec.command")
     elif not settings.allowed_images:
         errors.append("spec.image: custom images are disabled on this cluster")
-    elif not any(fnmatch.fnmatchcase(task.image, p) for p in settings.allowed_images):
+    elif not any(image_matches(task.image, p) for p in settings.allowed_images):
         allowed = ", ".join(settings.allowed_images)
         errors.append(f"spec.image: {task.image!r} is not allowed; allowed: {allowed}")
     return errors
+
+
+def image_matches(image: str, pattern: str) -> bool:
+    """Whether `image` matches an allow-list `pattern`: `*` is any run of characters other than
+    `/`, `?` one such character, `**` any run including `/`; everything else is literal.
+
+    Unlike fnmatch, `registry.local/*` does not allow `registry.local/evil/x`: a registry's path
+    segments are often separate owners.
+    """
+    parts = re.split(r"(\*\*|\*|\?)", pattern)
+    wildcards = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+    regex = "".join(wildcards.get(part) or re.escape(part) for part in parts)
+    return re.fullmatch(regex, image) is not None
 
 
 def _agent(task: api.CodeTaskSpec) -> list[str]:
@@ -147,6 +160,24 @@ def _resources(task: api.CodeTaskSpec) -> list[str]:
     return errors
 
 
+def _caps(task: api.CodeTaskSpec, settings: Settings) -> list[str]:
+    """The chart's caps on priority and on every request and limit the task sets (the defaults it
+    leaves to the operator are within them: settings check that)."""
+    errors = []
+    if task.priority > settings.max_priority:
+        errors.append(_priority_cap(task.priority, settings))
+    for kind, amounts in (("requests", task.resources.requests), ("limits", task.resources.limits)):
+        for name, amount in amounts.as_dict().items():
+            cap = settings.max_resources[name]
+            if quantity.parse(amount) > quantity.parse(cap):
+                errors.append(f"spec.resources.{kind}.{name}: {amount} is above the cap {cap}")
+    return errors
+
+
+def _priority_cap(priority: int, settings: Settings) -> str:
+    return f"spec.priority: {priority} is above the highest allowed ({settings.max_priority})"
+
+
 def _labels(task: api.CodeTaskSpec) -> list[str]:
     errors = []
     for key in task.labels:
@@ -162,7 +193,9 @@ def _labels(task: api.CodeTaskSpec) -> list[str]:
     return errors
 
 
-def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def validate_update(
+    old: Mapping[str, Any], new: Mapping[str, Any], settings: Settings
+) -> list[str]:
     """Problems with changing spec `old` into `new` (both as stored, defaults applied)."""
     errors = [
         f"spec.{key}: cannot change after creation; create a new CodeTask "
@@ -172,4 +205,8 @@ def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     ]
     if old.get("cancel") and not new.get("cancel"):
         errors.append("spec.cancel: cannot be unset once true")
+    priority = new.get("priority", 0)
+    changed = priority != old.get("priority", 0)
+    if changed and isinstance(priority, int) and priority > settings.max_priority:
+        errors.append(_priority_cap(priority, settings))
     return errors

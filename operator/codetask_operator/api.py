@@ -470,8 +470,10 @@ class CodeTaskSpec(_Model):
     labels: dict[str, LabelValue] = Field(
         default_factory=dict,
         max_length=32,
-        description="Labels copied onto the task's pods, e.g. for routing or policies. Keys "
-        "under codetask.dev/ and batch.kubernetes.io/ are reserved.",
+        description="Labels copied onto the task's Jobs; onto its pods only for the keys the "
+        "operator allows (chart value runner.podLabelKeys, default none), since Services and "
+        "NetworkPolicies select pods by label. Keys under codetask.dev/ and batch.kubernetes.io/ "
+        "are reserved.",
     )
     priority: int = Field(
         0,

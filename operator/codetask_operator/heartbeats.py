@@ -1,9 +1,11 @@
-"""The runners' heartbeats, progress and full results, read from Redis (when configured).
+"""Redis (when configured): the runners' heartbeats, progress and full results, each attempt's own
+ACL user, and the per-node counters and results list the operator keeps.
 
-Keys are those of docs/runner-contract.md. Redis trouble never stops the operator: it logs one
-warning per outage and the tasks go on without heartbeats. A heartbeat missing just after Redis
-came back (or restarted, empty) proves nothing yet: reads are withheld until every runner seen
-beating before has beaten again, or a heartbeat TTL has passed.
+Keys are those of docs/runner-contract.md, under each attempt's prefix (`redis_access`). Redis
+trouble never stops the operator: it logs one warning per outage and the tasks go on without
+heartbeats. A heartbeat missing just after Redis came back (or restarted, empty) proves nothing
+yet: reads are withheld until every runner seen beating before has beaten again, or a heartbeat
+TTL has passed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from codetask_operator.settings import Settings
 log = logging.getLogger("codetask")
 
 DEFAULT_TTL: float = Settings.model_fields["heartbeat_ttl_seconds"].default
+RESULTS_KEY = "codetask:results"
+RESULTS_KEEP = 1000
 
 
-def prefix(namespace: str, name: str) -> str:
-    """Key prefix of one task."""
-    return f"codetask:{namespace}:{name}"
+def stats_key(node: str) -> str:
+    """Per-node counters: started, succeeded, failed attempts."""
+    return f"codetask:node:{node}:stats"
 
 
 @dataclass(frozen=True)
@@ -70,34 +74,99 @@ class Heartbeats:
         self.healthy = True
         self.run_id: str | None = None
         """The Redis server's run_id: another one means it restarted (and may have lost keys)."""
+        self.users_lost = False
+        """Redis came back or restarted: the attempts' ACL users may be gone (a Redis without
+        persistence loses them) and are to be set again."""
         self.unsure_until = 0.0
         """Before this (monotonic), a missing heartbeat may only mean Redis just came back."""
-        self.beating: set[tuple[str, str]] = set()
-        """Running tasks whose heartbeat has been read."""
+        self.beating: set[str] = set()
+        """Running attempts (key prefixes) whose heartbeat has been read."""
+        self.isolation: str | None = None
+        """Why task pods cannot get Redis users of their own ("" once they can; None: not known
+        yet)."""
 
-    async def read(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], Beat] | None:
-        """Heartbeat and progress of each (namespace, name); None while Redis is unreachable."""
-        if not tasks:
-            return {}
+    async def task_access(self) -> bool | None:
+        """Whether attempts can get ACL users of their own: Redis ≥ 6 with ACLs, and the operator's
+        own user protected by a password (else a task could connect as it). Said once, at the
+        first answer; None while Redis cannot be asked."""
+        if self.isolation is None:
+            try:
+                whoami = await self.client.acl_whoami()
+                own = await self.client.acl_getuser(whoami)
+            except (RedisError, OSError) as exc:
+                if "unknown command" not in str(exc).lower():
+                    self._down(exc)
+                    return None
+                self.isolation = f"this Redis has no ACLs (Redis >= 6 needed): {exc}"
+            else:
+                self.isolation = (
+                    "the operator's Redis user needs no password, so any task could connect as it"
+                    if "nopass" in (own or {}).get("flags", [])
+                    else ""
+                )
+            if self.isolation:
+                log.warning(
+                    "task pods get no Redis (no heartbeats or progress): %s", self.isolation
+                )
+        return not self.isolation
+
+    async def grant(self, user: str, rules: list[str]) -> bool:
+        """Create or reset an attempt's ACL user."""
+        try:
+            await self.client.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "SETUSER", user, *rules
+            )
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return False
+        self._up()
+        return True
+
+    async def revoke(self, users: list[str]) -> None:
+        """Delete attempts' ACL users (absent ones are fine) and end their connections: a runner
+        still stopping can write no more."""
+        if not users:
+            return
+        try:
+            await self.client.acl_deluser(*users)
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+
+    async def record(self, node: str | None, succeeded: bool, entry: str) -> None:
+        """An attempt ended: count it for its node and add it to the results list."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                if node:
+                    pipe.hincrby(stats_key(node), "started", 1)
+                    pipe.hincrby(stats_key(node), "succeeded" if succeeded else "failed", 1)
+                pipe.lpush(RESULTS_KEY, entry)
+                pipe.ltrim(RESULTS_KEY, 0, RESULTS_KEEP - 1)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+
+    async def read(self, prefixes: list[str]) -> dict[str, Beat] | None:
+        """Heartbeat and progress of each attempt (by key prefix); None while Redis is down. Also
+        notices a restarted Redis (its run_id), with or without attempts to read."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.info("server")
-                for ns, name in tasks:
-                    pipe.get(f"{prefix(ns, name)}:heartbeat")
-                    pipe.get(f"{prefix(ns, name)}:progress")
+                for key in prefixes:
+                    pipe.get(f"{key}:heartbeat")
+                    pipe.get(f"{key}:progress")
                 server, *values = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._down(exc)
             return None
         self._up(str(server.get("run_id")))
         beats = {}
-        for i, key in enumerate(tasks):
+        for i, key in enumerate(prefixes):
             heartbeat, progress = values[2 * i], values[2 * i + 1]
             beats[key] = Beat(
                 heartbeat.decode() if isinstance(heartbeat, bytes) else heartbeat,
                 parse_progress(progress),
             )
-        running = set(tasks)
+        running = set(prefixes)
         beating = {key for key, beat in beats.items() if beat.heartbeat is not None}
         if time.monotonic() < self.unsure_until and (self.beating & running) - beating:
             return None
@@ -105,10 +174,10 @@ class Heartbeats:
         self.beating = (self.beating & running) | beating
         return beats
 
-    async def result(self, namespace: str, name: str) -> str | None:
-        """The runner's full result JSON (tails up to outputLimitBytes), if Redis has it."""
+    async def result(self, key_prefix: str) -> str | None:
+        """The attempt's full result JSON (tails up to outputLimitBytes), if Redis has it."""
         try:
-            raw = await self.client.get(f"{prefix(namespace, name)}:result")
+            raw = await self.client.get(f"{key_prefix}:result")
         except (RedisError, OSError) as exc:
             self._down(exc)
             return None
@@ -124,9 +193,11 @@ class Heartbeats:
         if not self.healthy:
             log.info("Redis reachable again")
             self.unsure_until = time.monotonic() + self.ttl
+            self.users_lost = True
         elif run_id is not None and self.run_id is not None and run_id != self.run_id:
             log.info("Redis restarted (run_id %s); heartbeats may be missing for a while", run_id)
             self.unsure_until = time.monotonic() + self.ttl
+            self.users_lost = True
         self.healthy = True
         if run_id is not None:
             self.run_id = run_id

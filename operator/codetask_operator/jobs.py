@@ -8,6 +8,7 @@ runner in the agent image, which drives the agent instead of an interpreter.
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Final
 
 from codetask_operator import api, quantity
@@ -124,7 +125,17 @@ def _field(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def _runner_env(spec: api.CodeTaskSpec, settings: Settings) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class RedisAccess:
+    """The attempt's own Redis: a URL with its own user and password, and its key prefix."""
+
+    url: str
+    prefix: str
+
+
+def _runner_env(
+    spec: api.CodeTaskSpec, settings: Settings, redis: RedisAccess | None
+) -> list[dict[str, Any]]:
     """What the runner reads in both its modes (code and agent)."""
     env = [
         _value("CODETASK_OUTPUT_LIMIT_BYTES", str(spec.output_limit_bytes)),
@@ -133,8 +144,8 @@ def _runner_env(spec: api.CodeTaskSpec, settings: Settings) -> list[dict[str, An
         _value("CODETASK_HEARTBEAT_INTERVAL", str(settings.heartbeat_interval_seconds)),
         _value("CODETASK_HEARTBEAT_TTL", str(settings.heartbeat_ttl_seconds)),
     ]
-    if settings.redis_url is not None:
-        env.append(_value("REDIS_URL", settings.redis_url))
+    if redis is not None:
+        env += [_value("REDIS_URL", redis.url), _value("CODETASK_REDIS_PREFIX", redis.prefix)]
     return env
 
 
@@ -165,7 +176,12 @@ def _agent_env(agent: api.AgentSpec) -> list[dict[str, Any]]:
 
 
 def _env(
-    task_name: str, namespace: str, spec: api.CodeTaskSpec, attempt: int, settings: Settings
+    task_name: str,
+    namespace: str,
+    spec: api.CodeTaskSpec,
+    attempt: int,
+    settings: Settings,
+    redis: RedisAccess | None,
 ) -> list[dict[str, Any]]:
     env = [
         _value("CODETASK_NAMESPACE", namespace),
@@ -179,7 +195,7 @@ def _env(
         _value("TMPDIR", SCRATCH_DIR),
     ]
     if spec.agent is not None:
-        env += _agent_env(spec.agent) + _runner_env(spec, settings)
+        env += _agent_env(spec.agent) + _runner_env(spec, settings, redis)
     elif spec.code is not None:
         if spec.language is None:
             raise ValueError("spec.language: required with spec.code")
@@ -187,7 +203,7 @@ def _env(
             _value("CODETASK_LANGUAGE", spec.language.value),
             _value("CODETASK_CODE_FILE", f"{INPUT_DIR}/code"),
             _value("CODETASK_ARGS", json.dumps(spec.args)),
-            *_runner_env(spec, settings),
+            *_runner_env(spec, settings, redis),
         ]
         if spec.stdin is not None:
             env.append(_value("CODETASK_STDIN_FILE", f"{INPUT_DIR}/stdin"))
@@ -195,7 +211,12 @@ def _env(
 
 
 def _container(
-    task_name: str, namespace: str, spec: api.CodeTaskSpec, attempt: int, settings: Settings
+    task_name: str,
+    namespace: str,
+    spec: api.CodeTaskSpec,
+    attempt: int,
+    settings: Settings,
+    redis: RedisAccess | None,
 ) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
     container: dict[str, Any] = {
@@ -213,7 +234,7 @@ def _container(
     else:
         container.update(image=spec.image, command=spec.command, args=spec.args)
     container.update(
-        env=_env(task_name, namespace, spec, attempt, settings),
+        env=_env(task_name, namespace, spec, attempt, settings, redis),
         resources=resources(spec.resources, settings),
         volumeMounts=mounts,
         terminationMessagePath=RESULT_PATH,
@@ -255,12 +276,17 @@ def build_job(
     spec: api.CodeTaskSpec,
     attempt: int,
     settings: Settings,
+    redis: RedisAccess | None = None,
 ) -> dict[str, Any]:
-    """The Job for one attempt of a validated CodeTask spec."""
-    container = _container(task_name, namespace, spec, attempt, settings)
+    """The Job for one attempt of a validated CodeTask spec; `redis`, the attempt's own access
+    (never the operator's credential: the pod's code can read whatever the pod holds)."""
+    container = _container(task_name, namespace, spec, attempt, settings, redis)
     labels = labels_for(task_name, task_uid, attempt)
     mode = "agent" if spec.agent is not None else "code"
-    template_metadata: dict[str, Any] = {"labels": {**spec.labels, **labels, LABEL_MODE: mode}}
+    # Services and NetworkPolicies select pods: a task's own label could route a Service's traffic
+    # to it or widen its network, so only the keys the operator allows reach the pod.
+    pod_labels = {k: v for k, v in spec.labels.items() if k in settings.pod_label_keys}
+    template_metadata: dict[str, Any] = {"labels": {**pod_labels, **labels, LABEL_MODE: mode}}
     if annotations := input_annotations(spec):
         template_metadata["annotations"] = annotations
     return {
@@ -269,7 +295,7 @@ def build_job(
         "metadata": {
             "name": job_name(task_name, task_uid, attempt),
             "namespace": namespace,
-            "labels": labels,
+            "labels": {**spec.labels, **labels},
             "ownerReferences": [owner_reference(task_name, task_uid)],
         },
         "spec": {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import random
 import time
@@ -23,7 +24,16 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from codetask_operator import admission, api, decide, jobs, lifecycle, metrics, status
+from codetask_operator import (
+    admission,
+    api,
+    decide,
+    jobs,
+    lifecycle,
+    metrics,
+    redis_access,
+    status,
+)
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import ApiError, Kube, NotOurs
 from codetask_operator.settings import Settings
@@ -110,6 +120,11 @@ class TaskState:
         pods = [p for p in self.pods.values() if self.owns(p, job_uid)]
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
         return pods[0] if pods else None
+
+    def redis_prefix(self, attempt: int | None = None) -> str:
+        """The Redis key prefix of an attempt (the current one by default)."""
+        attempt = attempt or int(self.status.get("attempts") or 0)
+        return redis_access.prefix(self.namespace, self.name, self.uid, attempt)
 
     def pod_view(self) -> PodView | None:
         """The current pod, as the phase machine sees it."""
@@ -242,6 +257,7 @@ class Reconciler:
         self.admission_lock = asyncio.Lock()
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.background: set[asyncio.Task[None]] = set()
+        self.redis_secret = redis_access.secret(settings.redis_acl_secret, settings.redis_url or "")
 
     def spawn(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background (guarded), keeping a reference until it is done."""
@@ -253,6 +269,11 @@ class Reconciler:
         """A deleted task: no timer fires for it and no late event brings it back."""
         if (timer := self.timers.pop(uid, None)) is not None:
             timer.cancel()
+        state = self.registry.tasks.get(uid)
+        if state is not None and self.heartbeats is not None:
+            attempts = int(state.status.get("attempts") or 0)
+            users = [redis_access.user(uid, n) for n in range(1, attempts + 1)]
+            self.spawn(f"revoke {uid}", self.heartbeats.revoke(users))
         self.registry.forget(uid)
 
     async def reconcile(self, state: TaskState) -> None:
@@ -427,8 +448,7 @@ class Reconciler:
             state.create_failure = message or state.create_failure
             state.events_read_at = time.monotonic()
         if decide.REPORT in reads and self.heartbeats is not None:
-            raw = await self.heartbeats.result(state.namespace, state.name)
-            return status.reported_outcome(raw, state.status.get("startTime"))
+            return status.reported_outcome(await self.heartbeats.result(state.redis_prefix()))
         return None
 
     async def _stop(self, state: TaskState, outcome: Outcome) -> None:
@@ -483,12 +503,15 @@ class Reconciler:
             and not t.deleted
             and t.status.get("phase") == api.Phase.RUNNING
         ]
-        beats = await self.heartbeats.read([(t.namespace, t.name) for t in running])
+        beats = await self.heartbeats.read([t.redis_prefix() for t in running])
+        if self.heartbeats.users_lost:
+            self.heartbeats.users_lost = False
+            await self._grant_all()
         if beats is None:
             return
         ttl = self.settings.heartbeat_ttl_seconds
         for state in running:
-            beat = beats[(state.namespace, state.name)]
+            beat = beats[state.redis_prefix()]
             if beat.heartbeat is None:
                 if state.heartbeat_seen:
                     state.silent_attempt = int(state.status.get("attempts") or 0)
@@ -517,7 +540,7 @@ class Reconciler:
             return outcome
         if not (result.truncated_stdout or result.truncated_stderr):
             return outcome
-        full = status.parse_result(await self.heartbeats.result(state.namespace, state.name))
+        full = status.parse_result(await self.heartbeats.result(state.redis_prefix()))
         if full is None or full.started_at != result.started_at:
             return outcome
         return dataclasses.replace(outcome, result=full)
@@ -645,7 +668,13 @@ class Reconciler:
             await self._fenced(state, spec, attempt, running)
             return
         manifest = jobs.build_job(
-            state.name, state.uid, state.namespace, spec, attempt, self.settings
+            state.name,
+            state.uid,
+            state.namespace,
+            spec,
+            attempt,
+            self.settings,
+            await self._redis_access(state, attempt),
         )
         try:
             name = await self.kube.create_job(state.namespace, manifest, state.uid)
@@ -746,6 +775,55 @@ class Reconciler:
         await self._write(state, status.changed(state.status, patch))
         self.wake_at(state, _now() + timedelta(seconds=FENCE_RECHECK_SECONDS))
 
+    async def _redis_access(self, state: TaskState, attempt: int) -> jobs.RedisAccess | None:
+        """The attempt's own Redis user, created now — or, while Redis is down, once it is back
+        (the password is the same: HMAC); None when task pods get no Redis."""
+        if self.heartbeats is None or await self.heartbeats.task_access() is False:
+            return None
+        assert self.settings.redis_url is not None
+        password = await self._grant(self.heartbeats, state, attempt)
+        user = redis_access.user(state.uid, attempt)
+        return jobs.RedisAccess(
+            redis_access.task_url(self.settings.redis_url, user, password),
+            state.redis_prefix(attempt),
+        )
+
+    async def _grant(self, heartbeats: Heartbeats, state: TaskState, attempt: int) -> str:
+        """Create (or set again) the attempt's Redis user; its password."""
+        password = redis_access.password(self.redis_secret, state.namespace, state.uid, attempt)
+        rules = redis_access.acl_rules(state.redis_prefix(attempt), password)
+        await heartbeats.grant(redis_access.user(state.uid, attempt), rules)
+        return password
+
+    async def _grant_all(self) -> None:
+        """Set again the users of every attempt under way (the same passwords: HMAC)."""
+        if self.heartbeats is None or not await self.heartbeats.task_access():
+            return
+        for state in list(self.registry.tasks.values()):
+            under_way = state.status.get("jobName") and (
+                state.status.get("reason") not in BETWEEN_ATTEMPTS
+            )
+            if state.spec and not state.final and not state.deleted and under_way:
+                await self._grant(self.heartbeats, state, int(state.status.get("attempts") or 1))
+
+    async def _attempt_over(self, state: TaskState, attempt: int, outcome: Outcome) -> None:
+        """Revoke the attempt's Redis user (a runner still stopping writes no more), count the
+        attempt for its node and list it with the results."""
+        if self.heartbeats is None:
+            return
+        await self.heartbeats.revoke([redis_access.user(state.uid, attempt)])
+        entry = {
+            "namespace": state.namespace,
+            "name": state.name,
+            "uid": state.uid,
+            "attempt": attempt,
+            "reason": str(outcome.reason),
+            "exitCode": outcome.exit_code,
+        }
+        node = state.status.get("nodeName")
+        succeeded = outcome.phase is api.Phase.SUCCEEDED
+        await self.heartbeats.record(node, succeeded, json.dumps(entry, separators=(",", ":")))
+
     async def _attempt_ended(
         self,
         state: TaskState,
@@ -755,6 +833,7 @@ class Reconciler:
     ) -> None:
         attempts = int(state.status.get("attempts") or 1)
         outcome = await self._full_result(state, outcome)
+        self.spawn(f"attempt over {state.name}", self._attempt_over(state, attempts, outcome))
         delay = None
         if outcome.phase not in (api.Phase.SUCCEEDED, api.Phase.CANCELLED):
             delay = lifecycle.retry_delay(spec, attempts, outcome.reason, self.rng)

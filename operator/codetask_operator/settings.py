@@ -36,7 +36,13 @@ class Settings(BaseSettings):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     allowed_images: StrList = Field(
         default_factory=list,
-        description="Glob patterns (fnmatch) of images allowed in custom-image mode; empty = none.",
+        description="Patterns of images allowed in custom-image mode; empty = none. `*` and `?` "
+        "match within one path segment (never `/`), `**` across segments.",
+    )
+    pod_label_keys: StrList = Field(
+        default_factory=list,
+        description="Keys of spec.labels copied onto task pods; empty = none (they stay on the "
+        "CodeTask and its Job, where no Service or NetworkPolicy selects them).",
     )
 
     default_cpu_request: str = "100m"
@@ -45,6 +51,12 @@ class Settings(BaseSettings):
     default_cpu_limit: str = "1"
     default_memory_limit: str = "512Mi"
     default_ephemeral_storage_limit: str = "1Gi"
+    max_priority: int = Field(
+        100, ge=0, le=1000, description="The highest spec.priority a task may set (1000 = any)."
+    )
+    max_cpu: str = Field("4", description="The largest request or limit a task may ask for.")
+    max_memory: str = "2Gi"
+    max_ephemeral_storage: str = "4Gi"
     default_ttl_seconds_after_finished: int | None = Field(
         None, ge=0, description="For tasks without spec.ttlSecondsAfterFinished; unset = keep."
     )
@@ -53,6 +65,12 @@ class Settings(BaseSettings):
         None,
         pattern=r"^rediss?://",
         description="redis:// or rediss://: task pods reach it over the network (no unix socket).",
+    )
+    redis_acl_secret: str | None = Field(
+        None,
+        repr=False,
+        description="Key of the per-attempt Redis passwords (HMAC); unset: derived from the "
+        "password in redis_url.",
     )
     heartbeat_interval_seconds: int = Field(10, ge=1, le=3600)
     heartbeat_ttl_seconds: int = Field(30, ge=2, le=86400)
@@ -107,7 +125,7 @@ class Settings(BaseSettings):
     lease_duration_seconds: int = Field(10, ge=2, le=3600)
     renew_period_seconds: float = Field(3, gt=0, le=1800)
 
-    @field_validator("allowed_images", "namespaces", mode="before")
+    @field_validator("allowed_images", "namespaces", "pod_label_keys", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if not isinstance(value, str):
@@ -124,7 +142,18 @@ class Settings(BaseSettings):
             raise ValueError(f"not namespace names or glob patterns: {', '.join(bad)}")
         return value
 
+    @field_validator("allowed_images")
+    @classmethod
+    def _images(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if "[" in p or "]" in p]
+        if bad:
+            raise ValueError(f"[...] is not supported (only *, ** and ?): {', '.join(bad)}")
+        return value
+
     @field_validator(
+        "max_cpu",
+        "max_memory",
+        "max_ephemeral_storage",
         "default_cpu_request",
         "default_memory_request",
         "default_ephemeral_storage_request",
@@ -143,6 +172,8 @@ class Settings(BaseSettings):
             limit = self.default_limits[name]
             if quantity.parse(request) > quantity.parse(limit):
                 raise ValueError(f"default {name} request {request} exceeds its limit {limit}")
+            if quantity.parse(limit) > quantity.parse(cap := self.max_resources[name]):
+                raise ValueError(f"default {name} limit {limit} exceeds the cap {cap}")
         if self.heartbeat_ttl_seconds <= self.heartbeat_interval_seconds:
             raise ValueError(
                 f"{ENV_PREFIX}HEARTBEAT_TTL_SECONDS ({self.heartbeat_ttl_seconds}) must exceed "
@@ -173,6 +204,15 @@ class Settings(BaseSettings):
             "cpu": self.default_cpu_request,
             "memory": self.default_memory_request,
             "ephemeral-storage": self.default_ephemeral_storage_request,
+        }
+
+    @property
+    def max_resources(self) -> dict[str, str]:
+        """The largest request or limit a task may ask for, keyed by Kubernetes resource name."""
+        return {
+            "cpu": self.max_cpu,
+            "memory": self.max_memory,
+            "ephemeral-storage": self.max_ephemeral_storage,
         }
 
     @property

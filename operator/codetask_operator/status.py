@@ -268,16 +268,11 @@ def _outcome_of_result(result: RunnerResult) -> Outcome:
     return Outcome(phase, reason, message, result.exit_code, result)
 
 
-def reported_outcome(raw: str | None, container_started: str | None) -> Outcome | None:
-    """The outcome the runner reported through Redis (`raw` result JSON), if it belongs to the
-    attempt whose container started at `container_started`: an earlier attempt's result (same
-    key) started its code before this container did."""
+def reported_outcome(raw: str | None) -> Outcome | None:
+    """The outcome the runner reported through Redis (`raw` result JSON, read under the attempt's
+    own key prefix: only that attempt's runner may write it)."""
     result = parse_result(raw)
-    started = parse_time(container_started)
-    ran = parse_time(result.started_at) if result else None
-    if result is None or started is None or ran is None or ran < started:
-        return None
-    return _outcome_of_result(result)
+    return _outcome_of_result(result) if result is not None else None
 
 
 def _outcome_of_container(terminated: Obj, custom_image: bool) -> Outcome:

@@ -31,11 +31,12 @@ def check(
 ) -> None:
     """Refuse (AdmissionError, 422, naming each bad field) a change of spec `old` to `new`.
 
-    An update is checked only against the immutability rules: re-checking the whole spec would
-    refuse cancelling a task whose image the operator no longer allows.
+    An update is checked only against the immutability rules and a raised priority's cap:
+    re-checking the whole spec would refuse cancelling a task whose image the operator no longer
+    allows.
     """
     if operation == "UPDATE" and old is not None:
-        errors = admission.validate_update(old, new)
+        errors = admission.validate_update(old, new, settings)
     else:
         errors = admission.validate(new, settings)
     if errors:

@@ -93,7 +93,7 @@ class _Session:
                 self.reporter.progress(fields)
 
     def finish(self, outcome: Outcome) -> None:
-        """The full result, the results-list entry and the node counters to Redis."""
+        """The full result to Redis."""
         if not self.config.redis_url:
             return
         from .heartbeat import Reporter
@@ -101,16 +101,7 @@ class _Session:
 
         if self.reporter is None:
             self.reporter = Reporter(self.config)
-        entry = {
-            "namespace": self.config.namespace,
-            "name": self.config.name,
-            "attempt": self.config.attempt,
-            "reason": outcome.reason,
-            "exitCode": outcome.exit_code,
-        }
-        self.reporter.finish(
-            encode(document(outcome)).decode(), encode(entry).decode(), outcome.succeeded
-        )
+        self.reporter.finish(encode(document(outcome)).decode())
 
 
 def main() -> int:

@@ -47,6 +47,7 @@ class Config:
         "node",
         "output_limit",
         "pod",
+        "redis_prefix",
         "redis_url",
         "result_path",
         "stdin_file",
@@ -100,6 +101,7 @@ class Config:
         self.workdir = os.path.abspath(env("CODETASK_WORKDIR") or os.getcwd())
         self.result_path = os.path.abspath(env("CODETASK_RESULT_PATH") or DEFAULT_RESULT_PATH)
         self.redis_url = env("REDIS_URL") or None
+        self.redis_prefix = env("CODETASK_REDIS_PREFIX") or f"codetask:{self.namespace}:{self.name}"
         self.heartbeat_interval = self._number(
             environ,
             "CODETASK_HEARTBEAT_INTERVAL",

@@ -35,30 +35,19 @@ FINISHED_TTL = 300
 not died, and its pod's result reaches the API once the kubelet reports it — which may be a while
 on a node that stopped reporting (Kubernetes evicts such pods after 300 s by default). Until then
 the operator must not take the silence for a lost runner."""
-RESULTS_KEEP = 1000
-RESULTS_KEY = "codetask:results"
-
-
-class _Final:
-    __slots__ = ("entry", "result", "succeeded")
-
-    def __init__(self, result: str, entry: str, succeeded: bool) -> None:
-        self.result = result
-        self.entry = entry
-        self.succeeded = succeeded
 
 
 class Reporter:
-    """Writes the keys of docs/runner-contract.md ("Redis") for one run."""
+    """Writes the keys of docs/runner-contract.md ("Redis") for one run: only its attempt's, under
+    `CODETASK_REDIS_PREFIX` (the attempt's own Redis user may write nothing else)."""
 
     def __init__(self, config: Config) -> None:
         self._url = config.redis_url or ""
-        prefix = f"codetask:{config.namespace}:{config.name}"
+        prefix = config.redis_prefix
         self.heartbeat_key = f"{prefix}:heartbeat"
         self.runner_key = f"{prefix}:runner"
         self.progress_key = f"{prefix}:progress"
         self.result_key = f"{prefix}:result"
-        self.stats_key = f"codetask:node:{config.node}:stats"
         self._interval = config.heartbeat_interval
         self._ttl = max(1, math.ceil(config.heartbeat_ttl))
         self._info = {
@@ -72,9 +61,8 @@ class Reporter:
         self._wake = threading.Event()
         self._done = threading.Event()
         self._progress: str | None = None
-        self._final: _Final | None = None
+        self._final: str | None = None
         self._thread: threading.Thread | None = None
-        self._started_counted = False
         self._final_written = False
         self._warn = log.Once()
 
@@ -92,13 +80,13 @@ class Reporter:
             self._progress = doc
         self._wake.set()
 
-    def finish(self, result: str, entry: str, succeeded: bool, wait: float = FINAL_WAIT) -> bool:
-        """Write the result, the results-list entry and the node counters; wait at most ``wait``.
+    def finish(self, result: str, wait: float = FINAL_WAIT) -> bool:
+        """Write the result (and the last heartbeat and progress); wait at most ``wait``.
 
         Returns False when the writes did not complete in time (or at all).
         """
         with self._lock:
-            self._final = _Final(result, entry, succeeded)
+            self._final = result
         if self._thread is None:
             self.start(None)
         self._wake.set()
@@ -155,27 +143,19 @@ class Reporter:
         pipe.setex(self.heartbeat_key, self._ttl, iso_time(time.time()))
         pipe.hset(self.runner_key, mapping=self._info)
         pipe.expire(self.runner_key, self._ttl)
-        if not self._started_counted:
-            pipe.hincrby(self.stats_key, "started", 1)
         pipe.execute()
-        self._started_counted = True
 
     def _write_progress(self, client: redis.Redis, progress: str) -> None:
         client.set(self.progress_key, progress, ex=RESULT_TTL)
 
-    def _write_final(self, client: redis.Redis, final: _Final) -> None:
+    def _write_final(self, client: redis.Redis, result: str) -> None:
         pipe = client.pipeline(transaction=False)
         with self._lock:
             progress, self._progress = self._progress, None
         if progress is not None:
             pipe.set(self.progress_key, progress, ex=RESULT_TTL)
-        pipe.set(self.result_key, final.result, ex=RESULT_TTL)
+        pipe.set(self.result_key, result, ex=RESULT_TTL)
         pipe.setex(self.heartbeat_key, max(self._ttl, FINISHED_TTL), iso_time(time.time()))
-        pipe.lpush(RESULTS_KEY, final.entry)
-        pipe.ltrim(RESULTS_KEY, 0, RESULTS_KEEP - 1)
-        if not self._started_counted:
-            pipe.hincrby(self.stats_key, "started", 1)
-        pipe.hincrby(self.stats_key, "succeeded" if final.succeeded else "failed", 1)
         pipe.execute()
 
     def _attempt(self, call: Callable[..., object], *args: object) -> bool:

@@ -306,12 +306,13 @@ def test_redis_blocked_from_one_pod_never_runs_two_attempts_at_once(
             blocked_at = time.monotonic()
             try:
                 assert not connects_from(pid, host, port), "the DROP rule did not block Redis"
-                beat_key = f"codetask:{ns}:victim:heartbeat"
+                beat_keys = f"codetask:{ns}:victim:*:1:heartbeat"  # attempt 1's own keys
                 hb = redis.Redis.from_url(heartbeat_redis.url)
+                assert hb.keys(beat_keys), "attempt 1 never beat"
                 wait_until(
                     "the victim's heartbeat key expired (the fault took effect)",
                     TTL + 3,
-                    lambda: not hb.exists(beat_key),
+                    lambda: not hb.keys(beat_keys),
                 )
                 time.sleep(max(0.0, blocked_at + 3 * TTL - time.monotonic()))  # the outage
             finally:

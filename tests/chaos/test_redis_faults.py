@@ -47,10 +47,11 @@ class RedisServer:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    password: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -60,7 +61,7 @@ class RedisServer:
                 *("--bind", f"{self.host} 127.0.0.1"),
                 *("--save", ""),
                 *("--appendonly", "no"),
-                *("--protected-mode", "no"),
+                *("--requirepass", self.password),
                 *("--dir", str(self.workdir)),
             ],
             stdout=subprocess.DEVNULL,

@@ -5,50 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 
-import pytest
 import redis
 from kubernetes import client
 
-from tests.conftest import SESSION
-from tests.e2e.conftest import OPERATOR_ENV, free_port
-from tests.e2e.tasks import Operator, codetask, create, get, runner_pid, wait_for
-
-TTL = 4
-
-
-@pytest.fixture(scope="module")
-def redis_operator(
-    crd: None,
-    redis_url: str,
-    api_client: client.ApiClient,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    """An operator with Redis heartbeats (interval 1 s, TTL 4 s), serving its own namespace."""
-    ns = f"{SESSION}r-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    env = {
-        **os.environ,
-        **OPERATOR_ENV,
-        "CODETASK_NAMESPACES": ns,
-        "CODETASK_REDIS_URL": redis_url,
-        "CODETASK_HEARTBEAT_INTERVAL_SECONDS": "1",
-        "CODETASK_HEARTBEAT_TTL_SECONDS": str(TTL),
-        "CODETASK_SWEEP_INTERVAL_SECONDS": "1",
-        "CODETASK_HEALTH_PORT": str(free_port()),
-        "CODETASK_METRICS_PORT": str(free_port()),
-    }
-    log = tmp_path_factory.mktemp("redis-operator") / "operator.log"
-    op = Operator([sys.executable, "-m", "codetask_operator"], env, log)
-    op.start()
-    yield ns
-    op.stop()
-    core.delete_namespace(ns)
+from tests.conftest import HEARTBEAT_TTL as TTL
+from tests.e2e.tasks import codetask, create, get, runner_pid, wait_for
 
 
 def test_progress_and_heartbeats_reach_status(
@@ -90,9 +53,9 @@ def test_frozen_runner_is_lost_within_ttl_plus_10_seconds_and_retried(
     )
     create(api_client, redis_operator, codetask("f", language="python", code=code, retries=1))
     wait_for(api_client, redis_operator, "f", {"Running"})
-    key = f"codetask:{redis_operator}:f:heartbeat"
+    pattern = f"codetask:{redis_operator}:f:*:1:heartbeat"  # the attempt's own keys
     end = time.monotonic() + 20
-    while not redis.Redis.from_url(redis_url).exists(key):
+    while not redis.Redis.from_url(redis_url).keys(pattern):
         assert time.monotonic() < end, "no heartbeat key"
         time.sleep(0.2)
     time.sleep(2)  # the operator has seen a heartbeat (sweep: 1 s)

@@ -12,6 +12,7 @@ import yaml
 from kubernetes import client
 
 from codetask_operator import webhook
+from codetask_operator.settings import ENV_PREFIX, Settings
 from tests.conftest import REPO, SESSION
 from tests.e2e.conftest import RELEASE_LABEL, chart_values, helm, helm_release, kubectl
 from tests.e2e.tasks import wait_for
@@ -96,6 +97,38 @@ def test_cluster_role_has_no_wildcards() -> None:
     for rule in role["rules"]:
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key], rule
+
+
+def operator_settings(*values: str) -> Settings:
+    """The operator's settings from the chart's rendered Deployment (its literal env values)."""
+    rendered = helm("template", "x", str(REPO / "charts/codetask-operator"), *values)
+    assert rendered.returncode == 0, rendered.stderr
+    deployment = next(
+        d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"
+    )
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    fields = {
+        e["name"].removeprefix(ENV_PREFIX).lower(): e["value"]
+        for e in env
+        if e["name"].startswith(ENV_PREFIX) and "value" in e and "$(" not in e["value"]
+    }
+    return Settings.model_validate({**fields, "POD_NAMESPACE": "ops"})
+
+
+def test_caps_and_pod_label_keys_reach_the_operator_with_the_settings_defaults() -> None:
+    chart = operator_settings()
+    defaults = Settings.model_validate({})
+    assert (chart.max_priority, chart.max_resources) == (
+        defaults.max_priority,
+        defaults.max_resources,
+    )
+    assert chart.pod_label_keys == defaults.pod_label_keys == []
+    custom = operator_settings(
+        *("--set", "caps.maxPriority=10", "--set", "caps.resources.memory=8Gi"),
+        *("--set", "runner.podLabelKeys={team,example.com/tier}"),
+    )
+    assert (custom.max_priority, custom.max_memory) == (10, "8Gi")
+    assert custom.pod_label_keys == ["team", "example.com/tier"]
 
 
 def expected_phase(sample: Path) -> str:

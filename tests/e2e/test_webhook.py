@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,25 +15,32 @@ from tests.conftest import SESSION
 from tests.e2e.conftest import RELEASE_LABEL, chart_values, helm_release, kubectl
 from tests.e2e.tasks import codetask, wait_for
 
-RELEASE = f"{SESSION}w-codetask-operator"
-RELEASE_NS = f"{SESSION}w-system"
-TASKS_NS = f"{SESSION}w-tasks"
 DENIED = 'admission webhook "validate.codetasks.codetask.dev" denied the request: '
+
+
+@contextlib.contextmanager
+def checked_namespace(api_client: client.ApiClient, prefix: str, *values: str) -> Iterator[str]:
+    """`<prefix>-tasks`, served by the chart installed as `<prefix>-codetask-operator` (with
+    `values`) and checked by its webhook, once the webhook answers."""
+    release = f"{prefix}-codetask-operator"
+    # Fail, not the chart's default Ignore: an unreachable webhook fails these tests instead of
+    # letting every task through unchecked.
+    values = (*chart_values(release, f"{prefix}-*"), "--set", "webhook.failurePolicy=Fail", *values)
+    with helm_release(release, f"{prefix}-system", values):
+        namespace = f"{prefix}-tasks"
+        core = client.CoreV1Api(api_client)
+        meta = client.V1ObjectMeta(name=namespace, labels={RELEASE_LABEL: release})
+        core.create_namespace(client.V1Namespace(metadata=meta))
+        wait_until_answering(namespace)
+        yield namespace
+        kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 @pytest.fixture(scope="module")
 def tasks_ns(crd: None, api_client: client.ApiClient) -> Iterator[str]:
     """A namespace the release serves and its webhook checks."""
-    # Fail, not the chart's default Ignore: an unreachable webhook fails these tests instead of
-    # letting every task through unchecked.
-    values = [*chart_values(RELEASE, f"{SESSION}w-*"), "--set", "webhook.failurePolicy=Fail"]
-    with helm_release(RELEASE, RELEASE_NS, values):
-        core = client.CoreV1Api(api_client)
-        meta = client.V1ObjectMeta(name=TASKS_NS, labels={RELEASE_LABEL: RELEASE})
-        core.create_namespace(client.V1Namespace(metadata=meta))
-        wait_until_answering(TASKS_NS)
-        yield TASKS_NS
-        kubectl("delete", "namespace", TASKS_NS, "--wait=false")
+    with checked_namespace(api_client, f"{SESSION}w") as namespace:
+        yield namespace
 
 
 def apply(namespace: str, name: str, *flags: str, **spec: Any) -> tuple[int, str]:

@@ -164,7 +164,7 @@ STORED = api.CodeTaskSpec.model_validate(CODE).model_dump(mode="json", exclude_n
     [{"cancel": True}, {"priority": 5}, {"ttlSecondsAfterFinished": 60}, {}],
 )
 def test_updates_may_cancel_reprioritise_or_change_ttl(change: dict[str, Any]) -> None:
-    assert admission.validate_update(STORED, {**STORED, **change}) == []
+    assert admission.validate_update(STORED, {**STORED, **change}, SETTINGS) == []
 
 
 @pytest.mark.parametrize(
@@ -177,12 +177,142 @@ def test_updates_may_cancel_reprioritise_or_change_ttl(change: dict[str, Any]) -
     ],
 )
 def test_other_spec_changes_are_refused(change: dict[str, Any], expected: str) -> None:
-    errors = admission.validate_update(STORED, {**STORED, **change})
+    errors = admission.validate_update(STORED, {**STORED, **change}, SETTINGS)
     assert len(errors) == 1 and errors[0].startswith(expected)
 
 
 def test_cancel_cannot_be_taken_back() -> None:
     cancelled = {**STORED, "cancel": True}
-    assert admission.validate_update(cancelled, STORED) == [
+    assert admission.validate_update(cancelled, STORED, SETTINGS) == [
         "spec.cancel: cannot be unset once true"
     ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (code(priority=101), ["spec.priority: 101 is above the highest allowed (100)"]),
+        (
+            code(resources={"limits": {"memory": "8Gi"}}),
+            ["spec.resources.limits.memory: 8Gi is above the cap 2Gi"],
+        ),
+        (
+            # A request alone would raise the pod's limit to it: capped too.
+            code(resources={"requests": {"cpu": "4500m"}}),
+            ["spec.resources.requests.cpu: 4500m is above the cap 4"],
+        ),
+        (
+            code(resources={"requests": {"ephemeral-storage": 5 * 2**30}}),
+            ["spec.resources.requests.ephemeral-storage: 5368709120 is above the cap 4Gi"],
+        ),
+        (
+            code(priority=1000, resources={"limits": {"cpu": 8, "memory": "3G"}}),
+            [
+                "spec.priority: 1000 is above the highest allowed (100)",
+                "spec.resources.limits.cpu: 8 is above the cap 4",
+                "spec.resources.limits.memory: 3G is above the cap 2Gi",
+            ],
+        ),
+        ({**IMAGE, "priority": 500}, ["spec.priority: 500 is above the highest allowed (100)"]),
+        (agent() | {"resources": {"limits": {"memory": "4Gi"}}}, ["spec.resources.limits.memory"]),
+    ],
+    ids=[
+        "priority",
+        "memory-limit",
+        "cpu-request",
+        "disk-request",
+        "all-at-once",
+        "image",
+        "agent",
+    ],
+)
+def test_priority_and_resources_above_the_caps_are_refused_naming_field_and_cap(
+    spec: dict[str, Any], expected: list[str]
+) -> None:
+    errors = admission.validate(spec, SETTINGS)
+    assert len(errors) == len(expected)
+    assert all(e.startswith(x) for e, x in zip(errors, expected, strict=True)), errors
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        code(priority=100),
+        code(priority=-1000),
+        code(resources={"requests": {"cpu": "4", "memory": "2Gi"}, "limits": {"cpu": "4000m"}}),
+        code(resources={"limits": {"memory": 2**31, "ephemeral-storage": "4Gi"}}),
+    ],
+    ids=["priority-at-cap", "lowest-priority", "cpu-and-memory-at-cap", "memory-bytes-at-cap"],
+)
+def test_amounts_at_the_caps_pass(spec: dict[str, Any]) -> None:
+    assert admission.validate(spec, SETTINGS) == []
+
+
+def test_caps_come_from_the_settings() -> None:
+    generous = Settings.model_validate({"max_priority": 1000, "max_memory": "64Gi"})
+    spec = code(priority=1000, resources={"limits": {"memory": "32Gi"}})
+    assert admission.validate(spec, generous) == []
+    strict = Settings.model_validate({"max_priority": 0, "max_cpu": "1"})
+    assert admission.validate(code(priority=1, resources={"requests": {"cpu": 2}}), strict) == [
+        "spec.priority: 1 is above the highest allowed (0)",
+        "spec.resources.requests.cpu: 2 is above the cap 1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "refused"),
+    [
+        (0, 100, False),
+        (0, 101, True),
+        (5, 1000, True),
+        # Created under a higher cap: lowering it, or leaving it as it is, is not refused.
+        (500, 500, False),
+        (500, 50, False),
+    ],
+)
+def test_raising_priority_above_the_cap_is_refused(old: int, new: int, refused: bool) -> None:
+    errors = admission.validate_update(
+        {**STORED, "priority": old}, {**STORED, "priority": new}, SETTINGS
+    )
+    assert errors == (
+        [f"spec.priority: {new} is above the highest allowed (100)"] if refused else []
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "image", "allowed"),
+    [
+        ("registry.local/*", "registry.local/jq:1", True),
+        ("registry.local/*", "registry.local/evil/x", False),
+        ("registry.local/*", "registry.local/evil/x:1", False),
+        ("registry.local/tools/*", "registry.local/tools/jq@sha256:abc", True),
+        ("registry.local/tools/*", "registry.local/tools/../../evil", False),
+        ("registry.local/**", "registry.local/team/sub/jq:1", True),
+        ("registry.local/**", "registry.localhost/jq", False),
+        ("registry.local/team-*/tool:*", "registry.local/team-a/tool:1", True),
+        ("registry.local/team-*/tool:*", "registry.local/team-a/b/tool:1", False),
+        ("busybox:*", "busybox:1.36", True),
+        ("busybox:*", "busybox:1.36/x", False),
+        ("busybox:1.3?", "busybox:1.36", True),
+        ("busybox:1.3?", "busybox:1.3/", False),
+        ("*", "busybox", True),
+        ("*", "docker.io/library/busybox", False),
+        ("**", "docker.io/library/busybox", True),
+        ("codetask-*", "codetask-runner:dev", True),
+        ("registry.local/jq", "registry.local/jq", True),
+        ("registry.local/jq", "registry.local/jq:latest", False),
+        # Regex and fnmatch specials other than * and ? are literal.
+        ("registry.local/a.b", "registry.local/axb", False),
+        ("registry.local/a+", "registry.local/aa", False),
+        ("Busybox:*", "busybox:1", False),
+    ],
+)
+def test_image_patterns_star_stays_within_a_path_segment(
+    pattern: str, image: str, allowed: bool
+) -> None:
+    assert admission.image_matches(image, pattern) is allowed
+    errors = admission.validate(
+        {"image": image, "command": ["true"]},
+        Settings.model_validate({"allowed_images": [pattern]}),
+    )
+    assert (errors == []) is allowed, errors

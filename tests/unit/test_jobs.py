@@ -36,8 +36,15 @@ def agent_spec(**agent: Any) -> api.CodeTaskSpec:
     )
 
 
-def build(spec: api.CodeTaskSpec | None = None, **overrides: Any) -> dict[str, Any]:
-    return jobs.build_job("hello", UID, "team-a", spec or code_spec(), 1, settings(**overrides))
+REDIS = jobs.RedisAccess("redis://task-user:pw@redis:6379/0", "codetask:team-a:hello:uid:1")
+
+
+def build(
+    spec: api.CodeTaskSpec | None = None, redis: jobs.RedisAccess | None = None, **overrides: Any
+) -> dict[str, Any]:
+    return jobs.build_job(
+        "hello", UID, "team-a", spec or code_spec(), 1, settings(**overrides), redis
+    )
 
 
 def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +107,7 @@ def test_long_task_names_are_hashed_in_labels_short_ones_kept() -> None:
     assert hashed != jobs.labels_for("a" * 101, UID)[jobs.LABEL_TASK]
 
 
-def test_job_and_pod_carry_task_labels_and_the_pod_the_routing_labels() -> None:
+def test_job_and_pod_carry_task_labels_and_the_job_the_specs_labels() -> None:
     job = build(code_spec(labels={"team": "ml", "tier": "batch"}))
     expected = {
         "app.kubernetes.io/managed-by": "codetask-operator",
@@ -108,18 +115,38 @@ def test_job_and_pod_carry_task_labels_and_the_pod_the_routing_labels() -> None:
         "codetask.dev/task-uid": UID,
         "codetask.dev/attempt": "1",
     }
-    assert job["metadata"]["labels"] == expected
+    assert job["metadata"]["labels"] == {**expected, "team": "ml", "tier": "batch"}
     assert job["spec"]["template"]["metadata"]["labels"] == {
         **expected,
         "codetask.dev/mode": "code",
-        "team": "ml",
-        "tier": "batch",
     }
     agent_labels = build(agent_spec())["spec"]["template"]["metadata"]["labels"]
     assert agent_labels["codetask.dev/mode"] == "agent"
     assert jobs.labels_for("hello", UID) == {
         k: v for k, v in expected.items() if k != "codetask.dev/attempt"
     }
+
+
+@pytest.mark.parametrize(
+    ("allowed", "on_pod"),
+    [
+        ([], {}),
+        (["team"], {"team": "ml"}),
+        (["team", "example.com/tier"], {"team": "ml", "example.com/tier": "batch"}),
+        (["other"], {}),
+    ],
+    ids=["none-by-default", "one-key", "two-keys", "allowed-key-not-set"],
+)
+def test_spec_labels_reach_the_pod_only_for_allowed_keys(
+    allowed: list[str], on_pod: dict[str, str]
+) -> None:
+    # A Service or NetworkPolicy selecting `app: web` must not pick up a task that says so.
+    asked = {"team": "ml", "example.com/tier": "batch", "app": "web"}
+    job = build(code_spec(labels=asked), pod_label_keys=allowed)
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert {k: v for k, v in pod_labels.items() if k in asked} == on_pod
+    assert pod_labels[jobs.LABEL_MODE] == "code" and pod_labels[jobs.LABEL_TASK_UID] == UID
+    assert asked.items() <= job["metadata"]["labels"].items()
 
 
 def test_job_is_owned_and_controlled_by_its_codetask() -> None:
@@ -172,8 +199,9 @@ def test_without_stdin_there_is_no_stdin_file() -> None:
 def test_runner_environment_follows_the_contract() -> None:
     job = build(
         code_spec(args=["a b", "c"], output_limit_bytes=100),
+        redis=REDIS,
         grace_seconds=7,
-        redis_url="redis://redis:6379/0",
+        redis_url="redis://:operator-secret@redis:6379/0",
     )
     assert env(job) == {
         "CODETASK_NAMESPACE": "team-a",
@@ -193,10 +221,12 @@ def test_runner_environment_follows_the_contract() -> None:
         "CODETASK_RESULT_PATH": "/dev/termination-log",
         "CODETASK_HEARTBEAT_INTERVAL": "10",
         "CODETASK_HEARTBEAT_TTL": "30",
-        "REDIS_URL": "redis://redis:6379/0",
+        "REDIS_URL": "redis://task-user:pw@redis:6379/0",
+        "CODETASK_REDIS_PREFIX": "codetask:team-a:hello:uid:1",
     }
     assert container(job)["terminationMessagePath"] == "/dev/termination-log"
     assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "operator-secret" not in json.dumps(job)  # the operator's own credential never
 
 
 def test_user_env_follows_with_values_and_references() -> None:
@@ -240,7 +270,7 @@ def test_custom_image_runs_the_command_directly_without_runner_inputs() -> None:
     assert "annotations" not in job["spec"]["template"]["metadata"]
     assert [v["name"] for v in pod_spec(job)["volumes"]] == ["scratch"]
     assert not {"CODETASK_CODE_FILE", "REDIS_URL", "CODETASK_LANGUAGE"} & set(
-        env(build(spec, redis_url="redis://r"))
+        env(build(spec, REDIS, redis_url="redis://r"))
     )
     assert container(job)["securityContext"] == container(build())["securityContext"]
 
@@ -371,7 +401,7 @@ def test_agent_key_comes_from_the_secret_and_settings_from_the_spec() -> None:
             maxTurns=8,
             systemPrompt="Be brief.",
         ),
-        redis_url="redis://redis:6379/0",
+        REDIS,
     )
     variables = env(job)
     assert variables["ANTHROPIC_API_KEY"] == {
@@ -387,7 +417,7 @@ def test_agent_key_comes_from_the_secret_and_settings_from_the_spec() -> None:
         "CODETASK_AGENT_SYSTEM_PROMPT": "Be brief.",
     }
     assert variables["CODETASK_MODE"] == "agent"
-    assert variables["REDIS_URL"] == "redis://redis:6379/0"
+    assert variables["REDIS_URL"] == REDIS.url
     assert variables["CODETASK_TIMEOUT_SECONDS"] == "300"
     assert variables["CODETASK_RESULT_PATH"] == "/dev/termination-log"
     assert "CODETASK_LANGUAGE" not in variables and "CODETASK_CODE_FILE" not in variables

@@ -24,13 +24,14 @@ from typing import Any
 import pytest
 import redis
 
+from codetask_operator import redis_access
+from tests.local_redis import RedisServer, free_port, start_redis, stop_redis
+
 pytestmark = pytest.mark.unit
 
 RUNNER_SOURCE = Path(__file__).resolve().parents[2] / "runner-image"
 ENTRY = RUNNER_SOURCE / "bin/codetask-runner"
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 RESULT_LIMIT = 4096
-SERVER_OPTIONS = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 
 
 @dataclass
@@ -726,62 +727,11 @@ def test_missing_stdin_file_reports_start_error(tmp_path: Path) -> None:
 # --- Redis ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class RedisServer:
-    url: str
-    client: redis.Redis
-    process: subprocess.Popen[bytes]
-
-
-def _start_redis() -> RedisServer:
-    """A redis-server of the test's own, with a password: a server that another test session
-    starts on the same port after this one stops is never taken for it."""
-    if not os.path.exists(REDIS_SERVER):
-        pytest.fail("redis-server is missing: apt-get install -y redis-server (make test does)")
-    password = uuid.uuid4().hex
-    for _ in range(5):
-        port = _free_port()
-        process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(port), "--requirepass", password, *SERVER_OPTIONS],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=port, password=password, decode_responses=True)
-        if _answers(client, process):
-            return RedisServer(f"redis://:{password}@127.0.0.1:{port}/0", client, process)
-        process.kill()
-        process.wait()
-    pytest.fail("redis-server did not start")
-
-
-def _answers(client: redis.Redis, process: subprocess.Popen[bytes]) -> bool:
-    """True once the server answers; False if it exits first (its port was taken meanwhile)."""
-    deadline = time.monotonic() + 10
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return False
-
-
-def _stop_redis(server: RedisServer) -> None:
-    server.client.close()
-    server.process.terminate()
-    server.process.wait(10)
-
-
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
-    server = _start_redis()
+    server = start_redis()
     yield server
-    _stop_redis(server)
+    stop_redis(server)
 
 
 def _names() -> dict[str, str]:
@@ -841,16 +791,12 @@ def test_heartbeat_outlives_the_ttl_after_the_end_so_a_finished_runner_is_not_lo
     assert 30 < redis_server.client.ttl(key) <= 300
 
 
-def test_result_results_list_and_node_stats_land_in_redis(
-    tmp_path: Path, redis_server: RedisServer
-) -> None:
+def test_full_result_lands_in_redis(tmp_path: Path, redis_server: RedisServer) -> None:
     names = _names()
     code = "import sys\nprint('o' * 10000)\nprint('e' * 10000, file=sys.stderr)\nsys.exit(2)\n"
     result = run(tmp_path, code, REDIS_URL=redis_server.url, **names)
     client = redis_server.client
     stored = json.loads(client.get(f"codetask:{names['CODETASK_NAMESPACE']}:t:result") or "")
-    entries = [json.loads(e) for e in client.lrange("codetask:results", 0, -1)]
-    stats = client.hgetall(f"codetask:node:{names['NODE_NAME']}:stats")
 
     assert result.exit_code == 2
     assert len(result.result_bytes) <= RESULT_LIMIT
@@ -860,28 +806,58 @@ def test_result_results_list_and_node_stats_land_in_redis(
     assert stored["truncated"] == {"stdout": False, "stderr": False}
     assert stored["reason"] == "NonZeroExit" and stored["exitCode"] == 2
     assert 0 < client.ttl(f"codetask:{names['CODETASK_NAMESPACE']}:t:result") <= 86400
-    assert {
-        "namespace": names["CODETASK_NAMESPACE"],
-        "name": "t",
-        "attempt": 1,
-        "reason": "NonZeroExit",
-        "exitCode": 2,
-    } in entries
-    assert stats == {"started": "1", "failed": "1"}
     assert result.runner_lines == []
 
 
-def test_start_error_is_counted_and_stored_in_redis(
-    tmp_path: Path, redis_server: RedisServer
-) -> None:
+def test_start_error_is_stored_in_redis(tmp_path: Path, redis_server: RedisServer) -> None:
     names = _names()
     result = run(tmp_path, "", "cobol", REDIS_URL=redis_server.url, **names)
     stored = redis_server.client.get(f"codetask:{names['CODETASK_NAMESPACE']}:t:result")
-    stats = redis_server.client.hgetall(f"codetask:node:{names['NODE_NAME']}:stats")
 
     assert result.result["reason"] == "StartError"
     assert stored is not None and json.loads(stored)["reason"] == "StartError"
-    assert stats == {"started": "1", "failed": "1"}
+
+
+def test_the_runner_needs_only_its_attempts_keys_and_commands(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Run as the attempt's own ACL user (the operator's rules): every write lands, no warning;
+    that user can touch nothing else."""
+    names = _names()
+    ns, uid = names["CODETASK_NAMESPACE"], uuid.uuid4().hex
+    prefix = redis_access.prefix(ns, "t", uid, 1)
+    user, password = redis_access.user(uid, 1), uuid.uuid4().hex
+    redis_server.client.execute_command(
+        "ACL", "SETUSER", user, *redis_access.acl_rules(prefix, password)
+    )
+    url = redis_access.task_url(redis_server.url, user, password)
+    code = 'echo \'{"percent": 50}\' >> "$CODETASK_PROGRESS_FILE"\nsleep 0.4\necho done\n'
+    result = run(
+        tmp_path,
+        code,
+        "bash",
+        REDIS_URL=url,
+        CODETASK_REDIS_PREFIX=prefix,
+        CODETASK_HEARTBEAT_INTERVAL="0.1",
+        **names,
+    )
+    client = redis_server.client
+
+    assert result.result["reason"] == "Completed" and result.runner_lines == []
+    assert json.loads(client.get(f"{prefix}:result") or "")["stdout"] == "done\n"
+    assert client.get(f"{prefix}:heartbeat") and client.hgetall(f"{prefix}:runner")
+    assert json.loads(client.get(f"{prefix}:progress") or "")["percent"] == 50
+    task = redis.Redis.from_url(url, decode_responses=True)
+    for call in (
+        lambda: task.set(f"codetask:{ns}:other:{uid}:1:result", "forged"),
+        lambda: task.get(f"{prefix}:result"),
+        lambda: task.delete(f"{prefix}:heartbeat"),
+        lambda: task.keys("*"),
+        lambda: task.lpush("codetask:results", "forged"),
+    ):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            call()
+    task.close()
 
 
 def test_latest_valid_progress_line_is_forwarded_to_redis(
@@ -968,7 +944,7 @@ def test_unreachable_redis_costs_one_warning_and_no_delay(tmp_path: Path) -> Non
     dead = Runner(
         tmp_path / "dead",
         code,
-        REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         CODETASK_HEARTBEAT_INTERVAL="0.1",
     ).run()
 
@@ -998,7 +974,7 @@ def test_unresponsive_redis_delays_the_exit_by_about_a_second_at_most(tmp_path: 
 
 
 def test_redis_dying_mid_run_warns_once_and_the_result_still_lands(tmp_path: Path) -> None:
-    server = _start_redis()
+    server = start_redis()
     try:
         names = _names()
         runner = Runner(
@@ -1013,7 +989,7 @@ def test_redis_dying_mid_run_warns_once_and_the_result_still_lands(tmp_path: Pat
         time.sleep(0.3)
         assert server.client.exists(f"codetask:{names['CODETASK_NAMESPACE']}:t:heartbeat")
     finally:
-        _stop_redis(server)
+        stop_redis(server)
     result = runner.wait()
 
     assert result.exit_code == 0

@@ -27,6 +27,9 @@ def test_defaults_are_usable() -> None:
     assert (loaded.max_running, loaded.max_running_per_namespace) == (0, 0)
     assert set(loaded.default_limits) == {"cpu", "memory", "ephemeral-storage"}
     assert loaded.redis_url is None and loaded.webhook_enabled is False
+    assert loaded.pod_label_keys == []
+    assert loaded.max_priority == 100
+    assert loaded.max_resources == {"cpu": "4", "memory": "2Gi", "ephemeral-storage": "4Gi"}
 
 
 def test_values_come_from_prefixed_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +53,11 @@ def test_values_come_from_prefixed_environment_variables(monkeypatch: pytest.Mon
 )
 def test_lists_are_comma_separated_or_json(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("CODETASK_ALLOWED_IMAGES", value)
-    assert settings.load().allowed_images == ["busybox:*", "registry.local/*"]
+    keys = value.replace("busybox:*", "team").replace("registry.local/*", "example.com/tier")
+    monkeypatch.setenv("CODETASK_POD_LABEL_KEYS", keys)
+    loaded = settings.load()
+    assert loaded.allowed_images == ["busybox:*", "registry.local/*"]
+    assert loaded.pod_label_keys == ["team", "example.com/tier"]
 
 
 @pytest.mark.parametrize(
@@ -87,6 +94,15 @@ def test_lists_are_comma_separated_or_json(monkeypatch: pytest.MonkeyPatch, valu
             "CODETASK_DEFAULT_MEMORY_LIMIT",
             "64Mi",
             "default memory request 128Mi exceeds its limit 64Mi",
+        ),
+        ("CODETASK_MAX_PRIORITY", "-1", "CODETASK_MAX_PRIORITY: must be ≥ 0"),
+        ("CODETASK_MAX_PRIORITY", "1001", "CODETASK_MAX_PRIORITY: must be ≤ 1000"),
+        ("CODETASK_MAX_MEMORY", "lots", "CODETASK_MAX_MEMORY: 'lots' is not a Kubernetes quantity"),
+        ("CODETASK_MAX_CPU", "500m", "default cpu limit 1 exceeds the cap 500m"),
+        (
+            "CODETASK_ALLOWED_IMAGES",
+            "registry.local/[a-z]*",
+            "CODETASK_ALLOWED_IMAGES: [...] is not supported (only *, ** and ?)",
         ),
     ],
 )

@@ -469,21 +469,16 @@ def test_unschedulable_pod_keeps_the_task_pending_with_the_schedulers_message() 
 
 
 @pytest.mark.parametrize(
-    ("raw", "container_started", "expected"),
+    ("raw", "expected"),
     [
-        (result(), "2026-11-23T12:00:01Z", (Phase.SUCCEEDED, Reason.COMPLETED, 0)),
-        (result("NonZeroExit", 3), "2026-11-23T12:00:00Z", (Phase.FAILED, Reason.NON_ZERO_EXIT, 3)),
-        (result(), "2026-11-23T12:00:02Z", None),  # an earlier attempt's result
-        (result(), None, None),  # the attempt never ran
-        (None, "2026-11-23T12:00:01Z", None),  # no result in Redis
-        ("not json", "2026-11-23T12:00:01Z", None),
-        (result(startedAt=None), "2026-11-23T12:00:01Z", None),
+        (result(), (Phase.SUCCEEDED, Reason.COMPLETED, 0)),
+        (result("NonZeroExit", 3), (Phase.FAILED, Reason.NON_ZERO_EXIT, 3)),
+        (None, None),  # no result in Redis
+        ("not json", None),
     ],
 )
-def test_reported_outcome_only_for_the_current_attempt(
-    raw: str | None, container_started: str | None, expected: tuple[Phase, Reason, int] | None
-) -> None:
-    outcome = status.reported_outcome(raw, container_started)
+def test_reported_outcome(raw: str | None, expected: tuple[Phase, Reason, int] | None) -> None:
+    outcome = status.reported_outcome(raw)
     if expected is None:
         assert outcome is None
     else:

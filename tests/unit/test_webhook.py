@@ -38,6 +38,11 @@ def refusal(operation: str, old: dict[str, Any] | None, new: dict[str, Any]) -> 
         # Refused by the pydantic models, not by the CRD schema alone.
         ({**CODE, "timeoutSeconds": "soon"}, "spec.timeoutSeconds: must be an integer"),
         ({**CODE, "retryPolicy": ["InvalidSpec"]}, "spec.retryPolicy[0]: InvalidSpec is never"),
+        ({**CODE, "priority": 1000}, "spec.priority: 1000 is above the highest allowed (100)"),
+        (
+            {**CODE, "resources": {"limits": {"memory": "8Gi"}}},
+            "spec.resources.limits.memory: 8Gi is above the cap 2Gi",
+        ),
     ],
 )
 def test_bad_spec_is_refused_with_a_message_naming_the_field(
@@ -84,6 +89,11 @@ def test_update_is_not_refused_for_rules_that_changed_since_creation() -> None:
 )
 def test_update_of_an_immutable_field_is_refused(change: dict[str, Any], message: str) -> None:
     assert message in refusal("UPDATE", STORED, {**STORED, **change})
+
+
+def test_raising_priority_above_the_cap_is_refused() -> None:
+    message = refusal("UPDATE", STORED, {**STORED, "priority": 101})
+    assert "spec.priority: 101 is above the highest allowed (100)" in message
 
 
 def test_cancel_cannot_be_unset() -> None:

@@ -37,6 +37,7 @@ app.kubernetes.io/component: redis
 
 {{/* The in-chart Redis Service's name, and the prefix of the variables Kubernetes injects for it. */}}
 {{- define "codetask.redisName" -}}{{ include "codetask.fullname" . | trunc 57 | trimSuffix "-" }}-redis{{- end -}}
+{{- define "codetask.redisSecret" -}}{{ include "codetask.redisName" . }}-auth{{- end -}}
 {{- define "codetask.redisEnv" -}}{{ include "codetask.redisName" . | upper | replace "-" "_" }}{{- end -}}
 
 {{/* Namespaces that get the task pods' NetworkPolicies (a JSON list): networkPolicy.namespaces, or
