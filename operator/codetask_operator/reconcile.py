@@ -806,12 +806,14 @@ class Reconciler:
             if state.spec and not state.final and not state.deleted and under_way:
                 await self._grant(self.heartbeats, state, int(state.status.get("attempts") or 1))
 
-    async def _attempt_over(self, state: TaskState, attempt: int, outcome: Outcome) -> None:
-        """Revoke the attempt's Redis user (a runner still stopping writes no more), count the
-        attempt for its node and list it with the results."""
-        if self.heartbeats is None:
+    def _attempt_over(
+        self, state: TaskState, attempt: int, outcome: Outcome, node: str | None
+    ) -> None:
+        """In the background, once the attempt's end is written: revoke its Redis user (a runner
+        still stopping writes no more), count it for its node and list it with the results."""
+        heartbeats = self.heartbeats
+        if heartbeats is None:
             return
-        await self.heartbeats.revoke([redis_access.user(state.uid, attempt)])
         entry = {
             "namespace": state.namespace,
             "name": state.name,
@@ -820,9 +822,14 @@ class Reconciler:
             "reason": str(outcome.reason),
             "exitCode": outcome.exit_code,
         }
-        node = state.status.get("nodeName")
         succeeded = outcome.phase is api.Phase.SUCCEEDED
-        await self.heartbeats.record(node, succeeded, json.dumps(entry, separators=(",", ":")))
+        user = redis_access.user(state.uid, attempt)
+
+        async def over() -> None:
+            await heartbeats.revoke([user])
+            await heartbeats.record(node, succeeded, json.dumps(entry, separators=(",", ":")))
+
+        self.spawn(f"attempt over {state.name}", over())
 
     async def _attempt_ended(
         self,
@@ -833,12 +840,13 @@ class Reconciler:
     ) -> None:
         attempts = int(state.status.get("attempts") or 1)
         outcome = await self._full_result(state, outcome)
-        self.spawn(f"attempt over {state.name}", self._attempt_over(state, attempts, outcome))
         delay = None
         if outcome.phase not in (api.Phase.SUCCEEDED, api.Phase.CANCELLED):
             delay = lifecycle.retry_delay(spec, attempts, outcome.reason, self.rng)
         if delay is None:
+            node = state.status.get("nodeName") or (pod.node if pod else None)
             await self._finish(state, spec, outcome, pod)
+            self._attempt_over(state, attempts, outcome, node)
             return
         ctx = self._context(state, spec)
         ended = status.final_patch(state.status, outcome, pod, ctx)
@@ -870,6 +878,7 @@ class Reconciler:
             }
         )
         await self._write(state, patch)
+        self._attempt_over(state, attempts, outcome, state.status.get("nodeName"))
         metrics.RETRIES.inc()
         self.post_event(state, "Warning", str(api.Reason.RETRYING), message)
         self.wake_at(state, next_at)

@@ -4,6 +4,7 @@ each attempt's own user granted and revoked, and users set again after Redis res
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.reconcile import Reconciler, Registry, TaskState
 from codetask_operator.settings import Settings
 from tests.local_redis import RedisServer, restart_redis, start_redis, stop_redis
+from tests.unit.test_reconcile import NAME, UID, FakeKube, job_body, pod_body, result, seen, task
 
 pytestmark = pytest.mark.unit
 
@@ -92,3 +94,25 @@ def test_users_of_attempts_under_way_are_set_again_after_redis_restarts_empty(
     finally:
         if len(servers) > 1:
             server.process, server.client = servers[-1].process, servers[-1].client
+
+
+def test_an_ended_attempt_is_counted_and_listed_once_by_the_operator(server: RedisServer) -> None:
+    kube = FakeKube()
+    beats = Heartbeats(server.url)
+
+    async def scenario() -> None:
+        reconciler, state = task(kube)
+        reconciler.heartbeats = beats
+        seen(state, job_body(), pod_body(phase="Succeeded", result=result("4\n")))
+        await reconciler.reconcile(state)
+        await reconciler.reconcile(state)  # final already: nothing again
+        await asyncio.gather(*reconciler.background)
+        await beats.close()
+
+    asyncio.run(scenario())
+    assert kube.status["phase"] == "Succeeded"
+    entries = [json.loads(e) for e in server.client.lrange("codetask:results", 0, -1)]
+    assert [(e["name"], e["uid"], e["attempt"], e["reason"]) for e in entries] == [
+        (NAME, UID, 1, "Completed")
+    ]
+    assert server.client.hgetall("codetask:node:node-1:stats") == {"started": "1", "succeeded": "1"}
