@@ -78,12 +78,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     if config.max_running or config.max_running_per_namespace:
         # kopf lists CodeTasks namespace by namespace and hands them over one by one: until the
         # last one is seen, the tasks already running would not count against the limits.
-        for task in await Kube(client).list_tasks():
-            if any(
-                fnmatch.fnmatchcase(task["metadata"]["namespace"], p)
-                for p in config.namespaces or ["*"]
-            ):
-                _seen(task)
+        for task in await _served_tasks(Kube(client), config.namespaces):
+            _seen(task)
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
 
 
@@ -111,6 +107,19 @@ async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
     state = _seen(body)
     if state is not None:
         await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
+
+
+async def _served_tasks(kube: Kube, namespaces: list[str]) -> list[dict[str, Any]]:
+    """The CodeTasks of the served namespaces: namespace by namespace when they are all names
+    (the chart then grants namespaced Roles only), else the cluster's, filtered."""
+    if namespaces and not any(set(p) & set("*?[") for p in namespaces):
+        return [task for ns in namespaces for task in await kube.list_tasks(ns)]
+    patterns = namespaces or ["*"]
+    return [
+        task
+        for task in await kube.list_tasks()
+        if any(fnmatch.fnmatchcase(task["metadata"]["namespace"], p) for p in patterns)
+    ]
 
 
 def _seen(body: Mapping[str, Any]) -> TaskState | None:

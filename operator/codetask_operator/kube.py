@@ -240,10 +240,11 @@ class Kube:
         message: str = newest.get("message") or "FailedCreate"
         return message
 
-    async def list_tasks(self) -> list[dict[str, Any]]:
-        """Every CodeTask in the cluster, read in pages of 500."""
+    async def list_tasks(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The CodeTasks of a namespace, or of the cluster, read in pages of 500."""
         items: list[dict[str, Any]] = []
-        path = f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}?limit=500"
+        scope = f"/namespaces/{quote(namespace)}" if namespace else ""
+        path = f"/apis/{api.GROUP}/{api.VERSION}{scope}/{api.PLURAL}?limit=500"
         token = ""
         while True:
             page = await self.client.request(

@@ -44,11 +44,9 @@ def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True)
 
 
-@pytest.fixture
-def service_account(kubeconfig: str, namespace: str) -> Iterator[str]:
-    """The chart's ServiceAccount, ClusterRole and binding (no Deployment) in a test namespace."""
+def rendered_rbac(release: str, namespace: str, *values: str) -> str:
+    """The chart's ServiceAccount and RBAC objects (no Deployment), rendered with `values`."""
     helm = subprocess.run([REPO / "hack/tools.sh"], check=True, capture_output=True, text=True)
-    release = f"{namespace}-codetask-operator"
     rendered = subprocess.run(
         [
             f"{helm.stdout.strip()}/helm",
@@ -57,17 +55,26 @@ def service_account(kubeconfig: str, namespace: str) -> Iterator[str]:
             str(REPO / "charts/codetask-operator"),
             "-n",
             namespace,
+            *values,
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    rbac = [
-        d
-        for d in yaml.safe_load_all(rendered)
-        if d and d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
-    ]
-    manifest = yaml.safe_dump_all(rbac)
+    kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    rbac = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in kinds]
+    return yaml.safe_dump_all(rbac)
+
+
+@pytest.fixture(params=["cluster-wide", "namespaced"])
+def service_account(
+    request: pytest.FixtureRequest, kubeconfig: str, namespace: str
+) -> Iterator[str]:
+    """The chart's ServiceAccount and RBAC in a test namespace: cluster-wide (watchNamespaces
+    empty), or with watchNamespaces naming the test namespace (Roles there)."""
+    release = f"{namespace}-codetask-operator"
+    values = ("--set", f"watchNamespaces={{{namespace}}}") if request.param == "namespaced" else ()
+    manifest = rendered_rbac(release, namespace, *values)
     done = kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)
     assert done.returncode == 0, done.stderr
     yield f"system:serviceaccount:{namespace}:{release}"
@@ -93,3 +100,21 @@ def test_operator_service_account_cannot_read_secrets_exec_or_make_pods(
 ) -> None:
     granted = [d for d in DENIED if can_i(service_account, *d, namespace=namespace)]
     assert granted == []
+
+
+def test_with_named_namespaces_the_operator_can_act_only_in_them(
+    kubeconfig: str, namespace: str
+) -> None:
+    release = f"{namespace}-codetask-operator"
+    manifest = rendered_rbac(release, namespace, "--set", f"watchNamespaces={{{namespace}}}")
+    assert "kind: ClusterRole\n" in manifest and "kind: Role\n" in manifest
+    done = kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)
+    assert done.returncode == 0, done.stderr
+    who = f"system:serviceaccount:{namespace}:{release}"
+    try:
+        namespaced = [a for a in ALLOWED if "customresourcedefinitions" not in a[1]]
+        elsewhere = [a for a in namespaced if can_i(who, *a, namespace="default")]
+        assert elsewhere == []
+        assert can_i(who, "watch", "customresourcedefinitions.apiextensions.k8s.io", "", "default")
+    finally:
+        kubectl("delete", "-n", namespace, "-f", "-", stdin=manifest)
