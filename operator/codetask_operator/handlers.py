@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from codetask_operator import api, jobs, metrics
+from codetask_operator import access, api, jobs, metrics
 from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect, login
@@ -131,6 +131,8 @@ def _seen(body: Mapping[str, Any]) -> TaskState | None:
     state.namespace, state.name = meta["namespace"], meta["name"]
     state.generation = meta.get("generation")
     state.created = meta.get("creationTimestamp")
+    state.generate_name = meta.get("generateName") or ""
+    state.references_stamp = (meta.get("annotations") or {}).get(access.STAMP_ANNOTATION)
     spec = dict(body.get("spec") or {})
     state.spec = final_spec(spec) if state.final else spec
     if not state.status_known:

@@ -255,6 +255,12 @@ class Kube:
             if not token:
                 return items
 
+    async def allowed(self, review: dict[str, Any]) -> bool:
+        """Whether a SubjectAccessReview allows what it asks (a read: nothing is stored)."""
+        path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+        answer = await self.client.request("POST", path, review)
+        return bool((answer.get("status") or {}).get("allowed"))
+
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The CodeTask as the API server has it now (None if there is none)."""
         return await self._get(_path(namespace, api.PLURAL, name, api.GROUP, api.VERSION))

@@ -25,6 +25,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from codetask_operator import (
+    access,
     admission,
     api,
     decide,
@@ -52,6 +53,9 @@ class TaskState:
     name: str = ""
     generation: int | None = None
     created: str | None = None
+    generate_name: str = ""
+    references_stamp: str | None = None
+    """The admission webhook's stamp (access.py), if any."""
     spec: dict[str, Any] | None = None
     status: dict[str, Any] = field(default_factory=dict)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -664,6 +668,9 @@ class Reconciler:
         if errors:
             await self._invalid(state, "; ".join(errors))
             return
+        if (unchecked := self._unchecked(state, spec)) is not None:
+            await self._invalid(state, unchecked)
+            return
         if attempt > 1 and (running := await self._fence(state, attempt)):
             await self._fenced(state, spec, attempt, running)
             return
@@ -715,6 +722,22 @@ class Reconciler:
         state.new_attempt()
         await self._write(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
+
+    def _unchecked(self, state: TaskState, spec: api.CodeTaskSpec) -> str | None:
+        """Why a task may not start with its Secret/ConfigMap references: the webhook did not
+        check that its creator may read them (no valid stamp). None when it may start."""
+        if self.settings.references_key is None:
+            return None
+        refs = access.references(spec)
+        if not refs:
+            return None
+        created = status.parse_time(state.created)
+        key = self.settings.references_key.encode()
+        stamp = state.references_stamp
+        ns, name, generate_name = state.namespace, state.name, state.generate_name
+        if created and access.verified(key, stamp, ns, name, generate_name, refs, created):
+            return None
+        return access.unchecked(refs)
 
     async def _fence(self, state: TaskState, attempt: int) -> list[PodView]:
         """The pods of earlier attempts that may still run, read afresh (labels select, and any pod

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     webhook_cert_dir: Path | None = Field(
         None, description="tls.crt and tls.key; unset = self-signed by kopf."
     )
+    references_key: str | None = Field(
+        None,
+        repr=False,
+        description="Key of the webhook's stamp on tasks whose Secret/ConfigMap references it "
+        "checked (HMAC). Set: tasks with references start only with a valid stamp.",
+    )
 
     leader_election: bool = Field(
         False, description="Act only while holding a coordination.k8s.io Lease (several replicas)."

@@ -1,26 +1,32 @@
-"""Validating admission webhook: admission.py's rules, answered at `kubectl apply` time.
+"""Admission webhooks: admission.py's rules, answered at `kubectl apply` time, and the check that a
+task's creator may read the Secrets and ConfigMaps it references (access.py).
 
-kopf serves it; the chart owns the ValidatingWebhookConfiguration (`clientConfig.service` with the
-CA it generated), so kopf does not manage one. kopf routes a request by its URL path to the handler
-whose id is the path: the chart calls `/{HANDLER_ID}`.
+kopf serves them; the chart owns the Validating- and MutatingWebhookConfiguration
+(`clientConfig.service` with the CA it generated), so kopf does not manage them. kopf routes a
+request by its URL path to the handler whose id is the path: the chart calls `/{HANDLER_ID}` and
+`/{MUTATE_ID}`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp.web
 import kopf
+from pydantic import ValidationError
 
-from codetask_operator import admission, api
+from codetask_operator import access, admission, api
+from codetask_operator.kube import Kube, connect
 from codetask_operator.settings import Settings
 
 if TYPE_CHECKING:
     from kopf._cogs.structs.reviews import Request, Response
 
 HANDLER_ID: Final = "validate-codetask"
+MUTATE_ID: Final = "mutate-codetask"
 HANDLER_WAIT_SECONDS: Final = 3.0
 """How long a call that arrives before kopf's first run is ready waits for it (the API server gives
 the chart's webhook 5 s)."""
@@ -58,6 +64,63 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
         spec: kopf.Spec, operation: str | None = None, old: kopf.Body | None = None, **_: Any
     ) -> None:
         check(operation, dict(old.spec) if old is not None else None, dict(spec), config)
+
+    if config.references_key is None:
+        return
+    key = config.references_key.encode()
+    clients: list[Kube] = []
+
+    @kopf.on.mutate(
+        api.GROUP,
+        api.VERSION,
+        api.PLURAL,
+        id=MUTATE_ID,
+        operations=["CREATE"],
+        registry=registry,
+    )
+    async def check_references(
+        spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, userinfo: kopf.UserInfo, **_: Any
+    ) -> None:
+        if not clients:
+            clients.append(Kube(await connect()))
+        await stamp_references(clients[0], key, dict(spec), meta, patch, dict(userinfo))
+
+
+async def stamp_references(
+    kube: Kube,
+    key: bytes,
+    spec: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    patch: kopf.Patch,
+    user: dict[str, Any],
+) -> None:
+    """Refuse (AdmissionError, 403, naming each field) a task that references a Secret or ConfigMap
+    its creator may not get; stamp one that references only what they may (and drop any stamp the
+    creator set)."""
+    try:
+        task = api.CodeTaskSpec.model_validate(spec)
+    except ValidationError:
+        return  # the validating webhook names what is wrong
+    refs = access.references(task)
+    if not refs:
+        if access.STAMP_ANNOTATION in (meta.get("annotations") or {}):
+            patch.meta.annotations[access.STAMP_ANNOTATION] = None
+        return
+    namespace = meta.get("namespace") or ""
+    denied = [r for r in refs if not await kube.allowed(access.review(user, namespace, r))]
+    if denied:
+        who = user.get("username", "")
+        message = "; ".join(access.refusal(r, who, namespace) for r in denied)
+        raise kopf.AdmissionError(message, code=403)
+    value = access.stamp(
+        key,
+        namespace,
+        meta.get("name") or "",
+        meta.get("generateName") or "",
+        refs,
+        int(time.time()),
+    )
+    patch.meta.annotations[access.STAMP_ANNOTATION] = value
 
 
 class ContinuousServer:

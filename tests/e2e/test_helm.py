@@ -56,6 +56,7 @@ def test_chart_lints_clean_and_renders_objects_the_api_server_accepts(kubeconfig
         "Service",
         "Secret",
         "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
     }
     dry = kubectl("apply", "--dry-run=server", "-n", "default", "-f", "-", stdin=rendered.stdout)
     assert dry.returncode == 0, dry.stderr
@@ -78,17 +79,22 @@ def test_chart_refuses_more_than_one_replica_without_leader_election() -> None:
 
 def test_webhook_configuration_calls_the_operators_handler_through_the_service() -> None:
     rendered = helm("template", "x", str(REPO / "charts/codetask-operator"), "-n", "ops").stdout
-    docs = {d["kind"]: d for d in yaml.safe_load_all(rendered) if d}
-    (hook,) = docs["ValidatingWebhookConfiguration"]["webhooks"]
-    assert hook["clientConfig"]["service"] == {
-        "name": "x-codetask-operator-webhook",
-        "namespace": "ops",
-        "path": f"/{webhook.HANDLER_ID}",
-        "port": 443,
-    }
-    assert hook["clientConfig"]["caBundle"] == docs["Secret"]["data"]["ca.crt"]
-    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
-    assert (hook["sideEffects"], hook["admissionReviewVersions"]) == ("None", ["v1"])
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d}
+    tls = docs["Secret", "x-codetask-operator-webhook-tls"]["data"]["ca.crt"]
+    for kind, handler, operations in (
+        ("ValidatingWebhookConfiguration", webhook.HANDLER_ID, ["CREATE", "UPDATE"]),
+        ("MutatingWebhookConfiguration", webhook.MUTATE_ID, ["CREATE"]),
+    ):
+        (hook,) = docs[kind, "x-codetask-operator"]["webhooks"]
+        assert hook["clientConfig"]["service"] == {
+            "name": "x-codetask-operator-webhook",
+            "namespace": "ops",
+            "path": f"/{handler}",
+            "port": 443,
+        }
+        assert hook["clientConfig"]["caBundle"] == tls
+        assert hook["rules"][0]["operations"] == operations
+        assert (hook["sideEffects"], hook["admissionReviewVersions"]) == ("None", ["v1"])
 
 
 def test_cluster_role_has_no_wildcards() -> None:

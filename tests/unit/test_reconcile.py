@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from codetask_operator import jobs, status
+from codetask_operator import access, api, jobs, status
 from codetask_operator.kube import ApiError
 from codetask_operator.reconcile import Reconciler, Registry, TaskState
 from codetask_operator.settings import Settings
@@ -389,3 +389,29 @@ def test_a_job_not_controlled_by_the_task_is_not_its_job() -> None:
     moved["metadata"]["namespace"] = "other"
     state.add_job(status.slim(moved))
     assert state.jobs == {}
+
+
+@pytest.mark.parametrize("stamped", [True, False])
+def test_a_task_with_references_starts_only_with_the_webhooks_stamp(stamped: bool) -> None:
+    key = "references-key"
+    kube = FakeKube()
+    reconciler, state = task(
+        kube,
+        Settings(references_key=key),
+        env=[{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}],
+    )
+    state.status = kube.status = {}
+    created = datetime.now(UTC) - timedelta(seconds=2)
+    state.created = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if stamped:
+        spec = api.CodeTaskSpec.model_validate(state.spec)
+        at = int(created.replace(microsecond=0).timestamp())
+        refs = access.references(spec)
+        state.references_stamp = access.stamp(key.encode(), NS, NAME, "", refs, at)
+    run(reconciler.reconcile(state))
+    if stamped:
+        assert kube.created == [jobs.job_name(NAME, UID, 1)]
+    else:
+        assert kube.created == []
+        assert (kube.status["phase"], kube.status["reason"]) == ("Failed", "InvalidSpec")
+        assert kube.status["message"].startswith("spec.env[0].valueFrom.secretKeyRef: not checked")
