@@ -105,6 +105,7 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     FAILED_CREATE = "FailedCreate"
     STOPPING = "Stopping"
+    NOT_ISOLATED = "NotIsolated"
     START_ERROR = "StartError"
     RUNNER_ERROR = "RunnerError"
     TERMINATED = "Terminated"
@@ -134,6 +135,8 @@ REASON_HELP: Final[dict[Reason, str]] = {
     "admission); the attempt still times out",
     Reason.STOPPING: "(Pending) the next attempt waits until the previous attempt's pod is known "
     "to have stopped",
+    Reason.NOT_ISOLATED: "(Pending) the operator cannot put the task NetworkPolicies in the "
+    "namespace (see the message: RBAC?); no Job starts until it can",
     Reason.START_ERROR: "(Failed) the runner could not start the code, e.g. interpreter missing",
     Reason.RUNNER_ERROR: "(Failed) the container ended without a readable result",
     Reason.TERMINATED: "(Failed) the pod was stopped by someone else: evicted, preempted, deleted",

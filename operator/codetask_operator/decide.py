@@ -50,6 +50,9 @@ UNSYNCED_GRACE: Final = 60.0
 controller yet (a burst of Jobs): its own deadline will count from when it is. The operator's
 deadline waits this much longer before it stops such a Job."""
 
+BETWEEN_ATTEMPTS: Final = (Reason.RETRYING, Reason.STOPPING, Reason.NOT_ISOLATED)
+"""With one of these reasons the task waits for its next attempt (`jobName` names the last one)."""
+
 JOB: Final = "job"
 PODS: Final = "pods"
 REPORT: Final = "report"
@@ -164,7 +167,7 @@ def decide(o: Observed) -> Action:
     if o.spec is None:
         return Invalid(o.spec_error)
     job_name = o.status.get("jobName")
-    if not job_name or o.status.get("reason") in (Reason.RETRYING, Reason.STOPPING):
+    if not job_name or o.status.get("reason") in BETWEEN_ATTEMPTS:
         return _between_attempts(o, o.spec)
     if o.decided is not None:
         return End(o.decided) if o.stopped else Stop(o.decided)

@@ -34,7 +34,7 @@ LABEL_TASK: Final = "codetask.dev/task"
 LABEL_TASK_UID: Final = "codetask.dev/task-uid"
 LABEL_ATTEMPT: Final = "codetask.dev/attempt"
 LABEL_MODE: Final = "codetask.dev/mode"
-"""On task pods: ``code`` or ``agent``, what the chart's NetworkPolicies select them by."""
+"""On task pods: ``code`` or ``agent``, what the task NetworkPolicies select them by."""
 RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
 
 _LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -25,6 +25,7 @@ from codetask_operator.metrics import API_RETRIES, API_WRITES
 
 log = logging.getLogger("codetask.kube")
 MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
 SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 RETRY_BACKOFF: Final = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Seconds before each retry of a 429/5xx answer or a dropped connection (±25 % jitter)."""
@@ -38,6 +39,15 @@ class ApiError(Exception):
     def __init__(self, status: int, reason: str, body: str = "") -> None:
         super().__init__(f"{status} {reason}: {body[:500]}")
         self.status, self.reason, self.body = status, reason, body
+
+    @property
+    def message(self) -> str:
+        """The API server's own words (a Status object's message), else the start of the body."""
+        try:
+            said = json.loads(self.body).get("message")
+        except (ValueError, AttributeError):
+            said = None
+        return str(said or self.body[:500] or self.reason)
 
 
 class NotOurs(Exception):
@@ -221,6 +231,28 @@ class Kube:
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Job as the API server has it now (None if there is none): a watch can lag."""
         return await self._get(_path(namespace, "jobs", name, group="batch"))
+
+    async def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The NetworkPolicy as the API server has it now (None if there is none)."""
+        return await self._get(_path(namespace, "networkpolicies", name, "networking.k8s.io"))
+
+    async def create_policy(self, manifest: dict[str, Any]) -> None:
+        """Create the NetworkPolicy; one created meanwhile (another task's start) is fine."""
+        meta = manifest["metadata"]
+        API_WRITES.labels("create", "networkpolicies").inc()
+        path = _path(meta["namespace"], "networkpolicies", group="networking.k8s.io")
+        try:
+            await self.client.request("POST", path, manifest, decode=False)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+    async def replace_policy_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        """Set the NetworkPolicy's whole spec (a JSON patch: nothing of the old one stays)."""
+        API_WRITES.labels("patch", "networkpolicies").inc()
+        path = _path(namespace, "networkpolicies", name, "networking.k8s.io")
+        body = [{"op": "replace", "path": "/spec", "value": spec}]
+        await self.client.request("PATCH", path, body, JSON_PATCH, decode=False)
 
     async def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """The namespace's pods matching a label selector, as the API server has them now."""

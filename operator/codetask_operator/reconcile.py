@@ -36,6 +36,7 @@ from codetask_operator import (
     status,
 )
 from codetask_operator.heartbeats import Heartbeats
+from codetask_operator.isolation import Isolation
 from codetask_operator.kube import ApiError, Kube, NotOurs
 from codetask_operator.settings import Settings
 from codetask_operator.status import Outcome, PodView
@@ -218,11 +219,12 @@ POSITION_WRITES_PER_SWEEP = 20
 """At most this many queue positions are rewritten per sweep (every sweepIntervalSeconds)."""
 FENCE_RECHECK_SECONDS = 2.0
 """How often a retry waiting for the previous attempt's pod to stop looks again."""
+NOT_ISOLATED_RECHECK_SECONDS = 10.0
+"""How often a task waiting for its namespace's NetworkPolicies tries again."""
 EXPIRE_RETRY_SECONDS = 10.0
 """A failed delete of an expired task is tried again after this long."""
 MAX_STEPS = 6
 """Decisions per reconcile: reads (`Confirm`) and a stop lead to one more each."""
-BETWEEN_ATTEMPTS = (api.Reason.RETRYING, api.Reason.STOPPING)
 ATTEMPT_FIELDS = (
     "agent",
     "exitCode",
@@ -262,6 +264,7 @@ class Reconciler:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.background: set[asyncio.Task[None]] = set()
         self.redis_secret = redis_access.secret(settings.redis_acl_secret, settings.redis_url or "")
+        self.isolation = Isolation(kube, settings)
 
     def spawn(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background (guarded), keeping a reference until it is done."""
@@ -278,6 +281,8 @@ class Reconciler:
             attempts = int(state.status.get("attempts") or 0)
             users = [redis_access.user(uid, n) for n in range(1, attempts + 1)]
             self.spawn(f"revoke {uid}", self.heartbeats.revoke(users))
+        if state is not None:
+            self.isolation.forget(state.namespace)
         self.registry.forget(uid)
 
     async def reconcile(self, state: TaskState) -> None:
@@ -558,7 +563,7 @@ class Reconciler:
         for t in self.registry.tasks.values():
             if t.spec is None or t.final or t.deleted or t.spec.get("cancel"):
                 continue
-            between = t.status.get("reason") in BETWEEN_ATTEMPTS
+            between = t.status.get("reason") in decide.BETWEEN_ATTEMPTS
             due = status.parse_time(t.status.get("nextAttemptTime"))
             if between and due is not None and due > now:
                 continue
@@ -674,6 +679,9 @@ class Reconciler:
         if attempt > 1 and (running := await self._fence(state, attempt)):
             await self._fenced(state, spec, attempt, running)
             return
+        if (why := await self.isolation.ensure(state.namespace)) is not None:
+            await self._not_isolated(state, attempt, why)
+            return
         manifest = jobs.build_job(
             state.name,
             state.uid,
@@ -781,22 +789,34 @@ class Reconciler:
             outcome = Outcome(phase, reason, message, last.get("exitCode"))
             await self._finish(state, spec, outcome, None)
             return
-        message = f"attempt {attempt} waits: {why}"
-        conditions = _condition(
-            state,
-            api.ConditionType.RUNNING,
-            api.ConditionStatus.FALSE,
-            api.Reason.STOPPING,
-            message,
+        await self._wait_to_start(
+            state, api.ConditionType.RUNNING, api.Reason.STOPPING, f"attempt {attempt} waits: {why}"
         )
+        self.wake_at(state, _now() + timedelta(seconds=FENCE_RECHECK_SECONDS))
+
+    async def _not_isolated(self, state: TaskState, attempt: int, why: str) -> None:
+        """Attempt `attempt` waits for its namespace's NetworkPolicies: no pod runs unisolated."""
+        message = f"attempt {attempt} waits: {why}"
+        before = state.status.get("reason")
+        await self._wait_to_start(
+            state, api.ConditionType.ADMITTED, api.Reason.NOT_ISOLATED, message
+        )
+        if before != api.Reason.NOT_ISOLATED:
+            self.post_event(state, "Warning", str(api.Reason.NOT_ISOLATED), message)
+        self.wake_at(state, _now() + timedelta(seconds=NOT_ISOLATED_RECHECK_SECONDS))
+
+    async def _wait_to_start(
+        self, state: TaskState, condition: api.ConditionType, reason: api.Reason, message: str
+    ) -> None:
+        """Show the next attempt as `Pending` for `reason` (its condition False), if not already."""
+        conditions = _condition(state, condition, api.ConditionStatus.FALSE, reason, message)
         patch = {
             "phase": str(api.Phase.PENDING),
-            "reason": str(api.Reason.STOPPING),
+            "reason": str(reason),
             "message": message,
             "conditions": conditions,
         }
         await self._write(state, status.changed(state.status, patch))
-        self.wake_at(state, _now() + timedelta(seconds=FENCE_RECHECK_SECONDS))
 
     async def _redis_access(self, state: TaskState, attempt: int) -> jobs.RedisAccess | None:
         """The attempt's own Redis user, created now — or, while Redis is down, once it is back
@@ -824,7 +844,7 @@ class Reconciler:
             return
         for state in list(self.registry.tasks.values()):
             under_way = state.status.get("jobName") and (
-                state.status.get("reason") not in BETWEEN_ATTEMPTS
+                state.status.get("reason") not in decide.BETWEEN_ATTEMPTS
             )
             if state.spec and not state.final and not state.deleted and under_way:
                 await self._grant(self.heartbeats, state, int(state.status.get("attempts") or 1))

@@ -4,7 +4,7 @@ import json
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -15,6 +15,12 @@ from codetask_operator.api import describe_error
 ENV_PREFIX = "CODETASK_"
 _SECRET_FIELDS = frozenset({"redis_url"})
 _NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*?]([-a-z0-9*?]{0,61}[a-z0-9*?])?$")
+_DNS = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+_HTTPS = {"ports": [{"port": 443, "protocol": "TCP"}]}
+Mode = Literal["code", "agent"]
+"""Task pods run code (the runner's interpreters, or a custom image) or an agent."""
+DEFAULT_TASK_EGRESS: dict[Mode, list[dict[str, Any]]] = {"code": [_DNS], "agent": [_DNS, _HTTPS]}
+"""Without the chart's values: DNS for both, and for agent tasks the model's API over HTTPS."""
 
 # Lists come as JSON (`["a","b"]`) or comma-separated (`a,b`).
 StrList = Annotated[list[str], NoDecode]
@@ -43,6 +49,21 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Keys of spec.labels copied onto task pods; empty = none (they stay on the "
         "CodeTask and its Job, where no Service or NetworkPolicy selects them).",
+    )
+
+    network_policy: bool = Field(
+        True,
+        description="Keep a NetworkPolicy for code and one for agent task pods (no ingress, egress "
+        "by task_egress) in every namespace tasks run in, before its first Job.",
+    )
+    network_policy_name: str = Field(
+        "codetask",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,230}[a-z0-9])?$",
+        description="Policies are named <this>-code-tasks and <this>-agent-tasks.",
+    )
+    task_egress: dict[Mode, list[dict[str, Any]]] = Field(
+        default_factory=lambda: json.loads(json.dumps(DEFAULT_TASK_EGRESS)),
+        description="Egress rules (NetworkPolicyEgressRule) of code and of agent task pods.",
     )
 
     default_cpu_request: str = "100m"

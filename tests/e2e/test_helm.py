@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, watch
 
-from codetask_operator import webhook
+from codetask_operator import jobs, webhook
 from codetask_operator.settings import ENV_PREFIX, Settings
 from tests.conftest import REPO, SESSION
 from tests.e2e.conftest import RELEASE_LABEL, chart_values, helm, helm_release, kubectl
-from tests.e2e.tasks import wait_for
+from tests.e2e.tasks import codetask, create, wait_for
 
 RELEASE = f"{SESSION}-codetask-operator"
 RELEASE_NS = f"{SESSION}h-system"
@@ -106,19 +110,22 @@ def test_cluster_role_has_no_wildcards() -> None:
 
 
 def operator_settings(*values: str) -> Settings:
-    """The operator's settings from the chart's rendered Deployment (its literal env values)."""
+    """The operator's settings from the chart's rendered Deployment (its literal env values), read
+    as the operator reads its environment."""
     rendered = helm("template", "x", str(REPO / "charts/codetask-operator"), *values)
     assert rendered.returncode == 0, rendered.stderr
     deployment = next(
         d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment"
     )
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-    fields = {
-        e["name"].removeprefix(ENV_PREFIX).lower(): e["value"]
+    literal = {
+        e["name"]: e["value"]
         for e in env
         if e["name"].startswith(ENV_PREFIX) and "value" in e and "$(" not in e["value"]
     }
-    return Settings.model_validate({**fields, "POD_NAMESPACE": "ops"})
+    others = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    with mock.patch.dict(os.environ, {**others, **literal, "POD_NAMESPACE": "ops"}, clear=True):
+        return Settings()
 
 
 def test_caps_and_pod_label_keys_reach_the_operator_with_the_settings_defaults() -> None:
@@ -153,6 +160,53 @@ def test_sample_ends_in_the_phase_its_comment_promises(
     for doc in docs:
         status = wait_for(api_client, SAMPLES_NS, doc["metadata"]["name"], timeout=120)["status"]
         assert status["phase"] == expected_phase(sample), status
+
+
+def test_a_new_namespace_has_the_task_policies_before_its_first_pod(
+    release: str, api_client: client.ApiClient
+) -> None:
+    """The chart's defaults isolate task pods: in a namespace nobody prepared, the policies are
+    there when the first task pod appears, and were created no later than it."""
+    namespace = f"{SESSION}h-fresh"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=namespace, labels={RELEASE_LABEL: release})
+        )
+    )
+    networking = client.NetworkingV1Api(api_client)
+    seen: dict[str, Any] = {}
+
+    def first_pod() -> None:
+        since = core.list_namespaced_pod(namespace).metadata.resource_version
+        stream = watch.Watch().stream(
+            core.list_namespaced_pod, namespace, resource_version=since, timeout_seconds=60
+        )
+        for event in stream:
+            seen["pod"] = event["object"]
+            seen["policies"] = networking.list_namespaced_network_policy(namespace).items
+            return
+
+    watcher = threading.Thread(target=first_pod)
+    watcher.start()
+    try:
+        time.sleep(0.5)
+        create(api_client, namespace, codetask("first", language="python", code="print(1)"))
+        assert wait_for(api_client, namespace, "first")["status"]["phase"] == "Succeeded"
+        watcher.join(60)
+        policies = {p.metadata.name: p for p in seen["policies"]}
+        assert set(policies) == {f"{release}-code-tasks", f"{release}-agent-tasks"}
+        for policy in policies.values():
+            assert policy.metadata.creation_timestamp <= seen["pod"].metadata.creation_timestamp
+            assert policy.spec.policy_types == ["Ingress", "Egress"] and not policy.spec.ingress
+        code = policies[f"{release}-code-tasks"].spec
+        assert code.pod_selector.match_labels == {
+            jobs.LABEL_MANAGED_BY: jobs.MANAGED_BY,
+            jobs.LABEL_MODE: "code",
+        }
+        assert [[p.port for p in rule.ports] for rule in code.egress] == [[53, 53]], "DNS only"
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def test_operator_runs_from_the_release_and_uninstall_leaves_only_crd_and_tasks(

@@ -1,4 +1,5 @@
-"""The chart's NetworkPolicies: what they select and allow, and that they hold where enforced.
+"""Task pods' NetworkPolicies: what the chart tells the operator, what the operator puts in a
+namespace before its first pod, and that they hold where enforced.
 
 The local cluster's bridge CNI does not enforce NetworkPolicies: there the enforcement test finds
 so with a control policy (deny all egress) and skips, saying why; on a cluster whose network plugin
@@ -11,16 +12,13 @@ import json
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
-from codetask_operator import api, jobs
-from codetask_operator.settings import Settings
-from tests.conftest import REPO
-from tests.e2e.conftest import helm, kubectl
+from codetask_operator import jobs, network_policy
+from tests.e2e.conftest import kubectl
 from tests.e2e.tasks import codetask, create, wait_for
+from tests.e2e.test_helm import operator_settings
 
-CHART = str(REPO / "charts/codetask-operator")
 DNS = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
 HTTPS = {"ports": [{"port": 443, "protocol": "TCP"}]}
 MIRROR = {
@@ -53,100 +51,29 @@ except OSError as exc:
 """
 
 
-def policies(*values: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """The chart's NetworkPolicies rendered with `values`, by (namespace, name)."""
-    done = helm("template", "x", CHART, "-n", "ops", *values)
-    assert done.returncode == 0, done.stderr
-    docs = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "NetworkPolicy"]
-    return {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs}
-
-
-def pod_labels(spec: dict[str, Any]) -> dict[str, str]:
-    """The labels the operator puts on the pod of a task with `spec`."""
-    task = api.CodeTaskSpec.model_validate(spec)
-    job = jobs.build_job("t", "uid", "a", task, 1, Settings.model_validate({}))
-    labels: dict[str, str] = job["spec"]["template"]["metadata"]["labels"]
-    return labels
-
-
-def selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
-    selector = policy["spec"]["podSelector"]
-    assert set(selector) == {"matchLabels"}, selector
-    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
-
-
-CODE_POD = pod_labels({"language": "python", "code": "print(1)", "labels": {"team": "ml"}})
-AGENT_POD = pod_labels({"prompt": "hi", "agent": {"apiKeySecretRef": {"name": "k", "key": "k"}}})
-
-
-def test_task_policies_isolate_code_and_agent_pods_with_only_the_listed_egress() -> None:
-    rendered = policies(
-        *("--set", "watchNamespaces={a,team-*,b}", "--set", "redis.enabled=true"),
-        *("--set-json", f"networkPolicy.egress=[{json.dumps(MIRROR)}]"),
+def test_the_chart_gives_the_operator_its_egress_values() -> None:
+    settings = operator_settings(
+        "--set", "redis.enabled=true", "--set-json", f"networkPolicy.egress=[{json.dumps(MIRROR)}]"
     )
-    assert set(rendered) == {
-        ("a", "x-codetask-operator-code-tasks"),
-        ("a", "x-codetask-operator-agent-tasks"),
-        ("b", "x-codetask-operator-code-tasks"),
-        ("b", "x-codetask-operator-agent-tasks"),
-        ("ops", "x-codetask-operator-redis"),
-    }, "one pair per watched namespace that is a name, not a glob; the Redis one beside it"
-    code, agent = (
-        rendered["a", "x-codetask-operator-code-tasks"],
-        rendered["a", "x-codetask-operator-agent-tasks"],
-    )
-    assert selects(code, CODE_POD) and not selects(code, AGENT_POD)
-    assert selects(agent, AGENT_POD) and not selects(agent, CODE_POD)
-    for policy in (code, agent):
-        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-        assert "ingress" not in policy["spec"], "no ingress at all"
-    assert code["spec"]["egress"] == [DNS, REDIS, MIRROR]
-    assert agent["spec"]["egress"] == [DNS, REDIS, HTTPS]
-    redis = rendered["ops", "x-codetask-operator-redis"]["spec"]
-    assert redis["policyTypes"] == ["Ingress"]
-    (rule,) = redis["ingress"]
-    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
-    assert [peer["podSelector"]["matchLabels"] for peer in rule["from"]] == [
-        {
-            "app.kubernetes.io/name": "codetask-operator",
-            "app.kubernetes.io/instance": "x",
-            "app.kubernetes.io/component": "operator",
-        },
-        {"app.kubernetes.io/managed-by": "codetask-operator"},
-    ]
+    assert settings.network_policy is True
+    assert settings.network_policy_name == "x-codetask-operator"
+    assert settings.task_egress == {"code": [DNS, REDIS, MIRROR], "agent": [DNS, REDIS, HTTPS]}
 
 
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        (["--set", "watchNamespaces={a}", "--set", "networkPolicy.enabled=false"], {}),
-        ([], {}),
-        (["--set", "watchNamespaces={t-*}"], {}),
-        (
-            ["--set", "watchNamespaces={t-*}", "--set", "networkPolicy.namespaces={c}"],
-            {"c": [DNS, HTTPS]},
-        ),
-        (["--set", "watchNamespaces={a}", "--set", "networkPolicy.allowDNS=false"], {"a": [HTTPS]}),
-        (["--set", "watchNamespaces={a}", "--set", "networkPolicy.agentEgress=null"], {"a": [DNS]}),
+        ([], {"code": [DNS], "agent": [DNS, HTTPS]}),
+        (["--set", "networkPolicy.allowDNS=false"], {"code": [], "agent": [HTTPS]}),
+        (["--set", "networkPolicy.agentEgress=null"], {"code": [DNS], "agent": [DNS]}),
     ],
 )
-def test_task_policies_follow_the_values(values: list[str], expected: dict[str, list[Any]]) -> None:
-    """`expected`: namespace → the agent policy's egress (the code one has the same less HTTPS)."""
-    rendered = policies(*values)
-    assert {ns for ns, _ in rendered} == set(expected)
-    for ns, agent_egress in expected.items():
-        assert rendered[ns, "x-codetask-operator-agent-tasks"]["spec"]["egress"] == agent_egress
-        code_egress = [rule for rule in agent_egress if rule is not HTTPS]
-        assert rendered[ns, "x-codetask-operator-code-tasks"]["spec"]["egress"] == code_egress
+def test_task_egress_follows_the_values(values: list[str], expected: dict[str, Any]) -> None:
+    assert operator_settings(*values).task_egress == expected
 
 
-def apply_policies(namespace: str) -> dict[str, dict[str, Any]]:
-    """The chart's task policies for `namespace`, applied there; by name."""
-    rendered = policies("--set", f"networkPolicy.namespaces={{{namespace}}}")
-    text = "\n---\n".join(yaml.safe_dump(doc) for doc in rendered.values())
-    done = kubectl("apply", "-f", "-", stdin=text)
-    assert done.returncode == 0, done.stderr
-    return {name: doc for (_, name), doc in rendered.items()}
+def test_with_network_policies_off_the_operator_keeps_none() -> None:
+    assert operator_settings("--set", "networkPolicy.enabled=false").network_policy is False
 
 
 def run_probe(api_client: client.ApiClient, namespace: str, name: str) -> str:
@@ -158,27 +85,45 @@ def run_probe(api_client: client.ApiClient, namespace: str, name: str) -> str:
 
 
 @pytest.mark.usefixtures("operator")
-def test_the_api_server_accepts_the_task_policies_and_they_select_the_task_pod(
+def test_the_operators_policies_select_the_task_pod_and_nothing_else(
     api_client: client.ApiClient, namespace: str
 ) -> None:
-    applied = apply_policies(namespace)
+    core, networking = client.CoreV1Api(api_client), client.NetworkingV1Api(api_client)
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name="web", labels={"app": "web"}),
+            spec=client.V1PodSpec(
+                restart_policy="Never",
+                automount_service_account_token=False,
+                containers=[
+                    client.V1Container(
+                        name="c", image="codetask-runner:dev", command=["python3", "-c", "pass"]
+                    )
+                ],
+            ),
+        ),
+    )
     run_probe(api_client, namespace, "probe")
-    core = client.CoreV1Api(api_client)
-    for name, policy in applied.items():
-        selector = ",".join(
-            f"{k}={v}" for k, v in policy["spec"]["podSelector"]["matchLabels"].items()
-        )
+    listed = networking.list_namespaced_network_policy(namespace).items
+    policies = {p.metadata.name: p for p in listed}
+    assert set(policies) == {"codetask-code-tasks", "codetask-agent-tasks"}
+    for name, policy in policies.items():
+        selector = ",".join(f"{k}={v}" for k, v in policy.spec.pod_selector.match_labels.items())
         pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-        wanted = ["probe"] if name.endswith("-code-tasks") else []
-        assert [p.metadata.labels[jobs.LABEL_TASK] for p in pods] == wanted, name
+        wanted = ["probe"] if name == "codetask-code-tasks" else []
+        assert [p.metadata.labels.get(jobs.LABEL_TASK) for p in pods] == wanted, name
+        assert policy.spec.policy_types == ["Ingress", "Egress"] and not policy.spec.ingress
 
 
 @pytest.mark.usefixtures("operator")
 def test_a_task_cannot_reach_the_api_server_where_the_policies_are_enforced(
     api_client: client.ApiClient, namespace: str
 ) -> None:
-    apply_policies(namespace)
     outcome = run_probe(api_client, namespace, "probe")
+    names = [network_policy.name("codetask", mode) for mode in network_policy.MODES]
+    got = kubectl("get", "networkpolicy", "-n", namespace, *names, "-o", "name")
+    assert got.returncode == 0, got.stderr
     if outcome == "reached":
         deny_all = {
             "apiVersion": "networking.k8s.io/v1",
@@ -193,4 +138,4 @@ def test_a_task_cannot_reach_the_api_server_where_the_policies_are_enforced(
                 "this cluster's network plugin does not enforce NetworkPolicies (a pod under a "
                 "deny-all-egress policy reached the API server): the local cluster's bridge CNI"
             )
-    assert outcome.startswith("blocked:"), "the chart's policy let a code task reach the API server"
+    assert outcome.startswith("blocked:"), "the operator's policy let a code task reach the API"

@@ -125,3 +125,24 @@ def test_with_named_namespaces_the_operator_can_act_only_in_them(
         assert can_i(who, "watch", "customresourcedefinitions.apiextensions.k8s.io", "", "default")
     finally:
         kubectl("delete", "-n", namespace, "-f", "-", stdin=manifest)
+
+
+def test_network_policies_the_operator_may_create_and_correct_only_its_own(
+    service_account: str, namespace: str
+) -> None:
+    policies = "networkpolicies.networking.k8s.io"
+    release = service_account.rsplit(":", 1)[1]
+    own = [f"{policies}/{release}-code-tasks", f"{policies}/{release}-agent-tasks"]
+    wanted = [("create", policies)] + [(verb, p) for p in own for verb in ("get", "patch")]
+    refused = [
+        *((verb, policies) for verb in ("list", "watch", "delete", "deletecollection")),
+        *((verb, f"{policies}/allow-web") for verb in ("get", "patch", "update", "delete")),
+        *((verb, p) for p in own for verb in ("update", "delete")),
+    ]
+    assert [w for w in wanted if not can_i(service_account, *w, "", namespace)] == []
+    assert [r for r in refused if can_i(service_account, *r, "", namespace)] == []
+
+
+def test_without_network_policies_the_operator_has_no_rights_on_them() -> None:
+    manifest = rendered_rbac("x", "ops", "--set", "networkPolicy.enabled=false")
+    assert "networkpolicies" not in manifest

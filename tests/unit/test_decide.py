@@ -167,6 +167,16 @@ CASES: list[tuple[str, Observed, tuple[Any, ...]]] = [
         ("Start", 2),
     ),
     (
+        "a retry waiting for its namespace's policies tries again (not its old Job)",
+        observed(status={**RETRYING, "reason": "NotIsolated", "nextAttemptTime": iso(9)}),
+        ("Start", 2),
+    ),
+    (
+        "a first attempt waiting for its namespace's policies tries again",
+        observed(status={"phase": "Pending", "reason": "NotIsolated"}),
+        ("Start", 1),
+    ),
+    (
         "cancel before any Job",
         observed({"cancel": True}, status={}),
         ("End", Phase.CANCELLED, Reason.CANCELLED),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from codetask_operator import access, api, jobs, status
+from codetask_operator import access, api, jobs, network_policy, status
 from codetask_operator.kube import ApiError
 from codetask_operator.reconcile import Reconciler, Registry, TaskState
 from codetask_operator.settings import Settings
@@ -98,6 +98,8 @@ class FakeKube:
         self.deleted_tasks = 0
         self.fail: dict[str, list[Exception]] = {}
         self.on_create: Any = None
+        self.policies: dict[str, dict[str, Any]] = {}
+        self.calls: list[str] = []
 
     def _maybe_fail(self, call: str) -> None:
         if self.fail.get(call):
@@ -109,7 +111,22 @@ class FakeKube:
             self.on_create()
         name: str = manifest["metadata"]["name"]
         self.created.append(name)
+        self.calls.append(f"create job {name}")
         return name
+
+    async def get_policy(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(f"get policy {name}")
+        return self.policies.get(f"{namespace}/{name}")
+
+    async def create_policy(self, manifest: dict[str, Any]) -> None:
+        self._maybe_fail("create_policy")
+        meta = manifest["metadata"]
+        self.calls.append(f"create policy {meta['name']}")
+        self.policies[f"{meta['namespace']}/{meta['name']}"] = manifest
+
+    async def replace_policy_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        self.calls.append(f"replace policy {name}")
+        self.policies[f"{namespace}/{name}"]["spec"] = spec
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.jobs.get(name)
@@ -415,3 +432,83 @@ def test_a_task_with_references_starts_only_with_the_webhooks_stamp(stamped: boo
         assert kube.created == []
         assert (kube.status["phase"], kube.status["reason"]) == ("Failed", "InvalidSpec")
         assert kube.status["message"].startswith("spec.env[0].valueFrom.secretKeyRef: not checked")
+
+
+def test_the_namespaces_network_policies_exist_before_its_first_job() -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube)
+    state.status = kube.status = {}
+    run(reconciler.reconcile(state))
+    assert kube.calls == [
+        "get policy codetask-code-tasks",
+        "create policy codetask-code-tasks",
+        "get policy codetask-agent-tasks",
+        "create policy codetask-agent-tasks",
+        f"create job {jobs.job_name(NAME, UID, 1)}",
+    ]
+    job = jobs.build_job(NAME, UID, NS, api.CodeTaskSpec.model_validate(state.spec), 1, Settings())
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    code = kube.policies[f"{NS}/codetask-code-tasks"]["spec"]
+    assert all(pod_labels.get(k) == v for k, v in code["podSelector"]["matchLabels"].items())
+    assert code["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in code
+
+
+def test_a_namespace_is_checked_again_after_a_task_there_is_deleted() -> None:
+    kube = FakeKube()
+    reconciler, _ = task(kube)
+    reconciler.isolation.checked[NS] = reconciler.isolation.clock()
+    reconciler.forget(UID)
+    assert NS not in reconciler.isolation.checked
+
+
+def test_a_policy_edited_by_hand_is_put_back() -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube)
+    state.status = kube.status = {}
+    for policy in network_policy.manifests("codetask", NS, Settings().task_egress):
+        kube.policies[f"{NS}/{policy['metadata']['name']}"] = policy
+    opened = json.loads(json.dumps(kube.policies[f"{NS}/codetask-code-tasks"]))
+    opened["spec"]["egress"].append({})  # allow all egress
+    kube.policies[f"{NS}/codetask-code-tasks"] = opened
+    run(reconciler.reconcile(state))
+    assert "replace policy codetask-code-tasks" in kube.calls
+    assert "replace policy codetask-agent-tasks" not in kube.calls
+    assert {} not in kube.policies[f"{NS}/codetask-code-tasks"]["spec"]["egress"]
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_no_job_starts_while_the_policies_cannot_be_written(attempt: int) -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube, retries=1)
+    if attempt == 1:
+        state.status = kube.status = {}
+    else:  # attempt 1 failed and its pod is gone: the retry is due
+        kube.status = {
+            **kube.status,
+            "phase": "Pending",
+            "reason": "Retrying",
+            "nextAttemptTime": iso(1),
+        }
+        state.status = dict(kube.status)
+    forbidden = json.dumps({"kind": "Status", "message": 'networkpolicies is forbidden: User "x"'})
+    kube.fail["create_policy"] = [ApiError(403, "Forbidden", forbidden)]
+    run(reconciler.reconcile(state))
+    assert kube.created == []
+    assert (kube.status["phase"], kube.status["reason"]) == ("Pending", "NotIsolated")
+    assert kube.status["message"] == (
+        f"attempt {attempt} waits: its NetworkPolicies in {NS} cannot be written: "
+        'networkpolicies is forbidden: User "x"'
+    )
+    assert UID in reconciler.timers
+
+    run(reconciler.reconcile(state))  # the RBAC is fixed; the timer fires
+    assert kube.created == [jobs.job_name(NAME, UID, attempt)]
+    assert kube.status["attempts"] == attempt
+
+
+def test_without_network_policies_no_policy_is_read_or_written() -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube, Settings(network_policy=False))
+    state.status = kube.status = {}
+    run(reconciler.reconcile(state))
+    assert kube.calls == [f"create job {jobs.job_name(NAME, UID, 1)}"]

@@ -1,5 +1,6 @@
 """Operator settings: defaults, parsing, and errors that name the environment variable."""
 
+import json
 import os
 
 import pytest
@@ -30,6 +31,8 @@ def test_defaults_are_usable() -> None:
     assert loaded.pod_label_keys == []
     assert loaded.max_priority == 100
     assert loaded.max_resources == {"cpu": "4", "memory": "2Gi", "ephemeral-storage": "4Gi"}
+    assert loaded.network_policy is True and loaded.network_policy_name == "codetask"
+    assert loaded.task_egress == settings.DEFAULT_TASK_EGRESS
 
 
 def test_values_come_from_prefixed_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,6 +102,9 @@ def test_lists_are_comma_separated_or_json(monkeypatch: pytest.MonkeyPatch, valu
         ("CODETASK_MAX_PRIORITY", "1001", "CODETASK_MAX_PRIORITY: must be ≤ 1000"),
         ("CODETASK_MAX_MEMORY", "lots", "CODETASK_MAX_MEMORY: 'lots' is not a Kubernetes quantity"),
         ("CODETASK_MAX_CPU", "500m", "default cpu limit 1 exceeds the cap 500m"),
+        ("CODETASK_TASK_EGRESS", "[{}]", "CODETASK_TASK_EGRESS: "),
+        ("CODETASK_TASK_EGRESS", '{"pods": []}', "should be 'code' or 'agent' (got 'pods')"),
+        ("CODETASK_NETWORK_POLICY_NAME", "Rel_1", "CODETASK_NETWORK_POLICY_NAME: "),
         (
             "CODETASK_ALLOWED_IMAGES",
             "registry.local/[a-z]*",
@@ -169,3 +175,12 @@ def test_renew_period_must_leave_room_for_retries_within_the_lease(
     assert "CODETASK_RENEW_PERIOD_SECONDS (5) must be less than half of" in str(caught.value)
     monkeypatch.setenv("CODETASK_RENEW_PERIOD_SECONDS", "2")
     assert settings.load().renew_period_seconds == 2
+
+
+def test_task_egress_comes_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = {"code": [{"ports": [{"port": 8080}]}], "agent": []}
+    monkeypatch.setenv("CODETASK_TASK_EGRESS", json.dumps(rules))
+    monkeypatch.setenv("CODETASK_NETWORK_POLICY_NAME", "rel-codetask-operator")
+    loaded = settings.load()
+    assert loaded.task_egress == rules
+    assert loaded.network_policy_name == "rel-codetask-operator"

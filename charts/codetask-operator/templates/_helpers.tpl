@@ -40,16 +40,6 @@ app.kubernetes.io/component: redis
 {{- define "codetask.redisSecret" -}}{{ include "codetask.redisName" . }}-auth{{- end -}}
 {{- define "codetask.redisEnv" -}}{{ include "codetask.redisName" . | upper | replace "-" "_" }}{{- end -}}
 
-{{/* Namespaces that get the task pods' NetworkPolicies (a JSON list): networkPolicy.namespaces, or
-the watchNamespaces that are names rather than globs. */}}
-{{- define "codetask.taskNamespaces" -}}
-{{- $names := list -}}
-{{- range (.Values.networkPolicy.namespaces | default .Values.watchNamespaces) -}}
-{{- if not (regexMatch "[*?\\[\\]]" .) }}{{ $names = append $names . }}{{ end -}}
-{{- end -}}
-{{- $names | uniq | toJson -}}
-{{- end -}}
-
 {{/* Egress rules of task pods: DNS, the in-chart Redis, then the rules given ((list $ rules)). */}}
 {{- define "codetask.taskEgress" -}}
 {{- $root := index . 0 -}}
@@ -64,4 +54,11 @@ the watchNamespaces that are names rather than globs. */}}
 {{- end -}}
 {{- $rules = concat $rules (index . 1 | default list) -}}
 {{- if $rules }}{{ toYaml $rules }}{{ else }}[]{{ end -}}
+{{- end -}}
+
+{{/* The operator's CODETASK_TASK_EGRESS: code and agent pods' egress rules, as JSON. */}}
+{{- define "codetask.taskEgressJson" -}}
+{{- $code := include "codetask.taskEgress" (list . .Values.networkPolicy.egress) | fromYamlArray -}}
+{{- $agent := include "codetask.taskEgress" (list . .Values.networkPolicy.agentEgress) | fromYamlArray -}}
+{{- dict "code" $code "agent" $agent | toJson -}}
 {{- end -}}
