@@ -87,6 +87,9 @@ class TaskState:
     starting: bool = False
     """Admitted under the running limits, its Job being created: it holds a slot."""
     heartbeat_written_at: float = 0.0
+    held: dict[str, Any] = field(default_factory=dict)
+    """Status changes made in memory only: they go with the next write, or at `held_until`."""
+    held_until: datetime | None = None
     status_known: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -219,6 +222,9 @@ POSITION_WRITES_PER_SWEEP = 20
 """At most this many queue positions are rewritten per sweep (every sweepIntervalSeconds)."""
 FENCE_RECHECK_SECONDS = 2.0
 """How often a retry waiting for the previous attempt's pod to stop looks again."""
+HOLD_SECONDS = 2.0
+"""How long a started attempt's `Pending` waits in memory for the pod's `Running` (or the end) to
+carry it: one API write fewer per task that starts within it."""
 NOT_ISOLATED_RECHECK_SECONDS = 10.0
 """How often a task waiting for its namespace's NetworkPolicies tries again."""
 EXPIRE_RETRY_SECONDS = 10.0
@@ -291,6 +297,8 @@ class Reconciler:
             if state.spec is None or state.deleted:
                 return
             try:
+                if state.held_until is not None and state.held_until <= _now():
+                    await self._write(state, {})
                 if state.final or status.is_final(state.status):
                     state.finished()
                     await self._expire_if_due(state)
@@ -320,7 +328,10 @@ class Reconciler:
         )
 
     def wake_at(self, state: TaskState, when: datetime) -> None:
-        """Reconcile `state` again at `when` (one timer per task; the sweeper is the backstop)."""
+        """Reconcile `state` again at `when`, or when its held status is due if that is sooner
+        (one timer per task; the sweeper is the backstop)."""
+        if state.held_until is not None:
+            when = min(when, state.held_until)
         if (old := self.timers.pop(state.uid, None)) is not None:
             old.cancel()
         delay = max(0.0, (when - _now()).total_seconds())
@@ -644,10 +655,23 @@ class Reconciler:
             now=_now(),
         )
 
+    def _hold(self, state: TaskState, patch: dict[str, Any]) -> None:
+        """Change the status in memory only; the change goes with the task's next write, or by
+        itself after HOLD_SECONDS. A pod that runs at once is shown Running without a Pending write
+        before it; a crash before the write loses nothing (the Job's name is deterministic: the
+        next start adopts it)."""
+        state.held.update(patch)
+        state.status = {k: v for k, v in {**state.status, **patch}.items() if v is not None}
+        if state.held_until is None:
+            state.held_until = _now() + timedelta(seconds=HOLD_SECONDS)
+        self.wake_at(state, state.held_until)
+
     async def _write(self, state: TaskState, patch: dict[str, Any]) -> None:
+        patch = {**state.held, **patch}
         if not patch:
             return
         body = await self.kube.patch_status(state.namespace, state.name, patch)
+        state.held, state.held_until = {}, None
         state.status = body.get("status") or {}
         state.status_known = True
         log.info(
@@ -728,7 +752,7 @@ class Reconciler:
             }
         )
         state.new_attempt()
-        await self._write(state, patch)
+        self._hold(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
 
     def _unchecked(self, state: TaskState, spec: api.CodeTaskSpec) -> str | None:

@@ -100,6 +100,7 @@ class FakeKube:
         self.on_create: Any = None
         self.policies: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
+        self.patches: list[dict[str, Any]] = []
 
     def _maybe_fail(self, call: str) -> None:
         if self.fail.get(call):
@@ -152,6 +153,7 @@ class FakeKube:
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> Any:
         self._maybe_fail("patch_status")
+        self.patches.append(patch)
         self.status = {k: v for k, v in {**self.status, **patch}.items() if v is not None}
         return {"status": self.status}
 
@@ -503,7 +505,7 @@ def test_no_job_starts_while_the_policies_cannot_be_written(attempt: int) -> Non
 
     run(reconciler.reconcile(state))  # the RBAC is fixed; the timer fires
     assert kube.created == [jobs.job_name(NAME, UID, attempt)]
-    assert kube.status["attempts"] == attempt
+    assert (state.status["attempts"], state.status["reason"]) == (attempt, "Scheduled")
 
 
 def test_without_network_policies_no_policy_is_read_or_written() -> None:
@@ -512,3 +514,50 @@ def test_without_network_policies_no_policy_is_read_or_written() -> None:
     state.status = kube.status = {}
     run(reconciler.reconcile(state))
     assert kube.calls == [f"create job {jobs.job_name(NAME, UID, 1)}"]
+
+
+def started(kube: FakeKube) -> tuple[Reconciler, TaskState]:
+    """A new task whose attempt 1 was just started (its Job created)."""
+    reconciler, state = task(kube)
+    state.status = kube.status = {}
+    run(reconciler.reconcile(state))
+    assert kube.created == [jobs.job_name(NAME, UID, 1)]
+    return reconciler, state
+
+
+def test_a_pod_that_runs_at_once_is_shown_running_without_a_pending_write_before() -> None:
+    kube = FakeKube()
+    reconciler, state = started(kube)
+    assert kube.patches == [], "Pending is held in memory"
+    assert (state.status["phase"], state.status["jobName"]) == ("Pending", kube.created[0])
+    seen(state, job_body(age=1), pod_body())
+    run(reconciler.reconcile(state))
+    (patch,) = kube.patches
+    assert (patch["phase"], patch["jobName"], patch["attempts"]) == ("Running", kube.created[0], 1)
+    assert {c["type"] for c in patch["conditions"]} >= {"Admitted", "Running"}
+    assert state.held == {} and state.held_until is None
+
+
+def test_a_task_whose_pod_has_not_run_is_shown_pending_after_the_hold() -> None:
+    kube = FakeKube()
+    reconciler, state = started(kube)
+    assert state.held_until is not None
+    assert state.held_until - datetime.now(UTC) <= timedelta(seconds=2)
+    state.held_until = datetime.now(UTC)  # due
+    seen(state, job_body(age=1))
+    run(reconciler.reconcile(state))
+    (patch,) = kube.patches
+    assert (patch["phase"], patch["reason"], patch["attempts"]) == ("Pending", "Scheduled", 1)
+    assert kube.status["jobName"] == kube.created[0]
+
+
+def test_a_held_status_is_kept_when_its_write_fails_and_goes_with_the_next() -> None:
+    kube = FakeKube()
+    reconciler, state = started(kube)
+    state.held_until = datetime.now(UTC)
+    kube.fail["patch_status"] = [ApiError(500, "Internal Server Error")]
+    with pytest.raises(ApiError):
+        run(reconciler.reconcile(state))
+    assert state.held["jobName"] == kube.created[0]
+    run(reconciler.reconcile(state))
+    assert kube.status["jobName"] == kube.created[0] and state.held == {}
