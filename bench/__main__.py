@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from bench import apicost, burst, dispatch, e2e, memory, runner
-from bench.cluster import Run, api_client, apply_crd, cleanup_all, operator_identity, server_version
+from bench import apicost, burst, dispatch, e2e, memory, plot, runner
+from bench.cluster import Identity, Run, api_client, apply_crd, cleanup_all, server_version
 from bench.harness import Context
-from bench.report import RESULTS, LoadSampler, Result, machine, markdown_table
+from bench.operator_process import operator_user
+from bench.report import RESULTS, LoadSampler, Result, combine, machine, markdown_table
 
 BENCHMARKS: dict[str, ModuleType] = {
     m.NAME: m for m in (runner, dispatch, burst, apicost, e2e, memory)
@@ -21,22 +22,23 @@ BENCHMARKS: dict[str, ModuleType] = {
 """In the order `python -m bench` runs them: the heaviest on the cluster last."""
 
 
-def _measure(module: ModuleType, ctx: Context, version: str | None, tag: str) -> Result:
+def _measure(
+    module: ModuleType, ctx: Context, version: str | None, repeats: int = 0
+) -> list[Result]:
+    """One run of the benchmark; or, with `repeats`, that many from its own `run_repeated`
+    (memory: its runs share one set of objects that takes minutes to make)."""
     sampler = LoadSampler()
     started = time.monotonic()
-    result: Result = module.run(ctx)
-    result.load = sampler.finish()
-    result.seconds = round(time.monotonic() - started, 1)
-    result.machine = machine(version)
-    result.scale = ctx.scale
-    result.variant = ctx.operator_env
-    path = result.write(tag)
-    print(
-        result.show(),
-        f"\n  → {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}\n",
-        flush=True,
-    )
-    return result
+    results: list[Result] = module.run_repeated(ctx, repeats) if repeats else [module.run(ctx)]
+    load = sampler.finish()
+    for result in results:
+        result.load = load
+        result.seconds = round((time.monotonic() - started) / len(results), 1)
+        result.machine = machine(version)
+        result.scale = ctx.scale
+        result.variant = ctx.operator_env
+        print(result.show(), "\n", flush=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="write results/variants/NAME.TAG.json (needed with --patches/--env)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="run the whole list this many times, one benchmark after another (default 3); "
+        "each figure is the median of the runs, every run kept",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="directory to write NAME.json and the plot into (default bench/results)",
+    )
     parser.add_argument("--table", action="store_true", help="print the table of results/ and exit")
     parser.add_argument(
         "--cleanup",
@@ -83,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [n for n in args.names if n not in BENCHMARKS]:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if args.table:
-        results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-        order = list(BENCHMARKS)
-        results.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
-        print(markdown_table(results))
+        print(markdown_table(_recorded(args.results)))
         return 0
     operator_env = dict(item.split("=", 1) for item in args.env)
     if args.patches:
@@ -105,19 +117,36 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(api)
     logs = Path(tempfile.mkdtemp(prefix=f"codetask-bench-{run.id}-"))
     print(f"run {run.id}: namespaces {run.glob}, operator logs in {logs}\n", flush=True)
-    results = []
+    runs: dict[str, list[Result]] = {name: [] for name in names}
     try:
-        with operator_identity(run) as identity:
-            ctx = Context(api, run, identity, logs, args.scale, args.profile, operator_env)
+        run.namespace("system")
+        identity = Identity(operator_user(run))
+        ctx = Context(api, run, identity, logs, args.scale, args.profile, operator_env)
+        for repeat in range(args.repeat):
+            print(f"--- run {repeat + 1} of {args.repeat}", flush=True)
             for name in names:
-                results.append(_measure(BENCHMARKS[name], ctx, version, args.tag))
+                module = BENCHMARKS[name]
+                if not hasattr(module, "run_repeated"):
+                    runs[name] += _measure(module, ctx, version)
+                elif repeat == 0:
+                    runs[name] += _measure(module, ctx, version, args.repeat)
     finally:
         run.cleanup()
+    for measured in filter(None, runs.values()):
+        print(f"→ {combine(measured).write(args.results, args.tag)}")
     if not args.tag:
-        print(
-            markdown_table([json.loads((RESULTS / f"{r.name}.json").read_text()) for r in results])
-        )
+        recorded = _recorded(args.results)
+        print(markdown_table(recorded))
+        print(f"→ {plot.write(recorded, args.results / plot.FILE)}")
     return 0
+
+
+def _recorded(folder: Path) -> list[dict[str, object]]:
+    """The results in `folder`, in the order the benchmarks run."""
+    results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    order = list(BENCHMARKS)
+    results.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    return results
 
 
 if __name__ == "__main__":

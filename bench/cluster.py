@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -24,20 +20,8 @@ K8S_BIN = Path(os.environ.get("CODETASK_CACHE", Path.home() / ".cache/codetask")
 AUDIT_LOG = Path(os.environ.get("CODETASK_AUDIT_LOG", "/var/lib/codetask-cluster/logs/audit.log"))
 GROUP, VERSION, PLURAL = "codetask.dev", "v1alpha1", "codetasks"
 RUN_LABEL = "codetask.dev/bench"
-OPERATOR_RULES: list[dict[str, Any]] = [
-    # The chart's ClusterRole (charts/codetask-operator/templates/rbac.yaml) with namespace globs.
-    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch", "delete"]},
-    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["patch"]},
-    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
-    {
-        "apiGroups": ["batch"],
-        "resources": ["jobs"],
-        "verbs": ["create", "get", "list", "watch", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-]
+SERVED_LABEL = "codetask.dev/bench-served"
+"""On the namespaces the run's operator serves: its webhook's namespace selector."""
 
 
 def core_api(api: Any) -> Any:
@@ -92,14 +76,21 @@ class Run:
     namespaces: list[str] = field(default_factory=list)
 
     @property
+    def system_namespace(self) -> str:
+        """Where the operator's release is installed (made by `namespace("system")`)."""
+        return f"bench-{self.id}-system"
+
+    @property
     def glob(self) -> str:
         """What the run's operator serves (CODETASK_NAMESPACES)."""
         return f"bench-{self.id}-*"
 
-    def namespace(self, suffix: str) -> str:
-        """A new namespace `bench-<id>-<suffix>`."""
-        name = f"bench-{self.id}-{suffix}"
-        body = {"metadata": {"name": name, "labels": {RUN_LABEL: self.id}}}
+    def namespace(self, suffix: str, served: bool = True) -> str:
+        """A new namespace `bench-<id>-<suffix>`, served by the run's operator; not `served`:
+        `bench-<id>x-<suffix>` (outside its glob, e.g. for a baseline operator)."""
+        name = f"bench-{self.id}-{suffix}" if served else f"bench-{self.id}x-{suffix}"
+        labels = {RUN_LABEL: self.id, **({SERVED_LABEL: self.id} if served else {})}
+        body = {"metadata": {"name": name, "labels": labels}}
         core_api(self.api).create_namespace(body)
         self.namespaces.append(name)
         return name
@@ -121,95 +112,58 @@ class Run:
             time.sleep(0.5)
 
     def cleanup(self) -> None:
-        """Delete what the run created: namespaces and the cluster-scoped RBAC objects."""
+        """Delete what the run created: namespaces and the cluster-scoped objects of its releases
+        and baselines (named `bench-<id>-...` and `codetask-bench-<id>...`)."""
         for name in list(self.namespaces):
             self.delete_namespace(name)
-        rbac = rbac_api(self.api)
-        with contextlib.suppress(ApiException):
-            rbac.delete_cluster_role_binding(f"codetask-bench-{self.id}")
-        with contextlib.suppress(ApiException):
-            rbac.delete_cluster_role(f"codetask-bench-{self.id}")
+        _delete_release_objects(self.api, (f"bench-{self.id}-", f"codetask-bench-{self.id}"))
+
+
+def _release_objects(api: Any, prefix: str) -> list[tuple[Any, str]]:
+    """Cluster-scoped objects of benchmark releases and baselines: (delete call, name)."""
+    rbac = rbac_api(api)
+    admission: Any = client.AdmissionregistrationV1Api(api)
+    found: list[tuple[Any, str]] = []
+    for listed, delete in (
+        (rbac.list_cluster_role_binding, rbac.delete_cluster_role_binding),
+        (rbac.list_cluster_role, rbac.delete_cluster_role),
+        (
+            admission.list_validating_webhook_configuration,
+            admission.delete_validating_webhook_configuration,
+        ),
+        (
+            admission.list_mutating_webhook_configuration,
+            admission.delete_mutating_webhook_configuration,
+        ),
+    ):
+        names = [o.metadata.name for o in listed().items]
+        found += [(delete, n) for n in names if n.startswith(prefix) and "codetask" in n]
+    return found
+
+
+def _delete_release_objects(api: Any, prefixes: tuple[str, ...]) -> list[str]:
+    gone = []
+    for prefix in prefixes:
+        for delete, name in _release_objects(api, prefix):
+            with contextlib.suppress(ApiException):
+                delete(name)
+            gone.append(name)
+    return gone
 
 
 def cleanup_all(api: Any) -> list[str]:
-    """Delete every benchmark namespace and ClusterRole(Binding), of this run or earlier ones."""
+    """Delete every benchmark namespace and cluster-scoped object, of this run or earlier ones."""
     core = core_api(api)
-    rbac = rbac_api(api)
     gone: list[str] = []
     for ns in core.list_namespace(label_selector=RUN_LABEL).items:
         if ns.status.phase != "Terminating":
             core.delete_namespace(ns.metadata.name, propagation_policy="Background")
         gone.append(ns.metadata.name)
-    for binding in rbac.list_cluster_role_binding().items:
-        if binding.metadata.name.startswith("codetask-bench-"):
-            rbac.delete_cluster_role_binding(binding.metadata.name)
-            gone.append(binding.metadata.name)
-    for role in rbac.list_cluster_role().items:
-        if role.metadata.name.startswith("codetask-bench-"):
-            rbac.delete_cluster_role(role.metadata.name)
-            gone.append(role.metadata.name)
-    return gone
+    return gone + _delete_release_objects(api, ("codetask-bench-", "bench-"))
 
 
 @dataclass(frozen=True)
 class Identity:
-    """The operator's own ServiceAccount: its writes are the audit entries with this user."""
+    """The operator's ServiceAccount: its writes are the audit entries with this user."""
 
     user: str
-    kubeconfig: Path
-
-
-@contextlib.contextmanager
-def operator_identity(run: Run) -> Iterator[Identity]:
-    """A ServiceAccount with the chart's permissions and a kubeconfig carrying its token.
-
-    The operator would otherwise share the admin user (and kopf's user agent) with every other
-    operator and test on the cluster; a user of its own makes the audit-log count exact.
-    """
-    ns = run.namespace("system")
-    name = "codetask-operator"
-    core = core_api(run.api)
-    rbac = rbac_api(run.api)
-    core.create_namespaced_service_account(ns, {"metadata": {"name": name}})
-    role = f"codetask-bench-{run.id}"
-    rbac.create_cluster_role({"metadata": {"name": role}, "rules": OPERATOR_RULES})
-    rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": role},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": role,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-        }
-    )
-    token = _token(core, ns, name)
-    admin = yaml.safe_load(KUBECONFIG.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "bench", "cluster": cluster}],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": name}}],
-        "current-context": "bench",
-    }
-    with tempfile.TemporaryDirectory(prefix="codetask-bench-") as tmp:
-        path = Path(tmp) / "kubeconfig"
-        path.write_text(yaml.safe_dump(kubeconfig))
-        path.chmod(0o600)
-        yield Identity(f"system:serviceaccount:{ns}:{name}", path)
-
-
-def _token(core: Any, ns: str, name: str) -> str:
-    """The token the token controller issues for the ServiceAccount (Kubernetes < 1.24)."""
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        sa = core.read_namespaced_service_account(name, ns)
-        for ref in sa.secrets or []:
-            secret = core.read_namespaced_secret(ref.name, ns)
-            if secret.data and "token" in secret.data:
-                return base64.b64decode(secret.data["token"]).decode()
-        time.sleep(0.2)
-    raise RuntimeError(f"no token for ServiceAccount {ns}/{name} after 30s")

@@ -56,14 +56,17 @@ class Context:
         return AuditLog(AUDIT_LOG)
 
     @contextlib.contextmanager
-    def operator(self, name: str, no_pods: bool = False, **env: str) -> Iterator[Operator]:
-        """A fresh operator serving this run's namespaces, stopped afterwards."""
+    def operator(
+        self, name: str, no_pods: bool = False, values: tuple[str, ...] = (), **env: str
+    ) -> Iterator[Operator]:
+        """A fresh release of the chart serving this run's namespaces (`values`: more `--set`
+        flags), uninstalled afterwards."""
         op = Operator(
-            self.identity,
-            self.run.glob,
+            self.run,
             self.logs / f"operator-{name}.log",
             no_pods=no_pods,
             extra_env={**self.operator_env, **env},
+            values=values,
         )
         op.start()
         try:

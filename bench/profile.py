@@ -186,3 +186,21 @@ def record(pid: int, path: Path, enabled: bool) -> Iterator[dict[str, Any]]:
         proc.wait(timeout=60)
         if path.exists():
             summary.update(summarize(path.read_text()), file=str(path))
+
+
+def pod_pid(pod_uid: str, marker: str) -> int | None:
+    """The process of the pod whose command line contains `marker` (cgroupfs names the pod's
+    cgroup `pod<uid>`, systemd `pod<uid with _>`)."""
+    names = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cgroup = (proc / "cgroup").read_text()
+            if not any(n in cgroup for n in names):
+                continue
+            if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None

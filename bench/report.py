@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -27,9 +28,15 @@ class Figure:
     target: str
     met: bool | None
     """None: the figure has no target of its own (context for another)."""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """With repeated runs: each run's value, baseline, ratio and met; the fields above are then
+    the medians (the ratio: of the runs' own ratios) and met in every run."""
 
     @property
     def ratio(self) -> float | None:
+        if self.runs:
+            ratios = [r["ratio"] for r in self.runs if r["ratio"] is not None]
+            return round(statistics.median(ratios), 2) if ratios else None
         if not self.baseline:
             return None
         return round(self.value / self.baseline, 2)
@@ -153,9 +160,9 @@ class Result:
     variant: dict[str, str] = field(default_factory=dict)
     """Operator environment of a variant run (proposed changes); empty for the operator as is."""
 
-    def write(self, tag: str = "") -> Path:
+    def write(self, results: Path = RESULTS, tag: str = "") -> Path:
         """`results/NAME.json`, or `results/variants/NAME.TAG.json` for a tagged variant run."""
-        folder = RESULTS / "variants" if tag else RESULTS
+        folder = results / "variants" if tag else results
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / (f"{self.name}.{tag}.json" if tag else f"{self.name}.json")
         data = asdict(self)
@@ -177,22 +184,83 @@ class Result:
         return "\n".join([head, *(f.line() for f in self.figures)])
 
 
+def combine(results: list[Result]) -> Result:
+    """Repeated runs of one benchmark as one result: each figure's median with every run kept
+    (`Figure.runs`), the details and load of each run."""
+    first = results[0]
+    figures = []
+    for i, fig in enumerate(first.figures):
+        same = [r.figures[i] for r in results]
+        baselines = [f.baseline for f in same if f.baseline is not None]
+        figures.append(
+            Figure(
+                fig.name,
+                round(statistics.median(f.value for f in same), 2),
+                fig.unit,
+                round(statistics.median(baselines), 2) if baselines else None,
+                fig.baseline_name,
+                fig.target,
+                None if fig.met is None else all(f.met for f in same),
+                [
+                    {"value": f.value, "baseline": f.baseline, "ratio": f.ratio, "met": f.met}
+                    for f in same
+                ],
+            )
+        )
+    return Result(
+        first.name,
+        figures,
+        {"runs": [r.details for r in results]},
+        first.method,
+        machine=first.machine,
+        load={
+            "runs": [r.load for r in results],
+            "load1_max": max(r.load.get("load1_max", 0) for r in results),
+        },
+        date=first.date,
+        seconds=round(sum(r.seconds for r in results), 1),
+        scale=first.scale,
+        variant=first.variant,
+    )
+
+
+def _spread(values: list[float], text: str) -> str:
+    """`text` (the median) with the runs' range, when there are several."""
+    if len(values) < 2:
+        return text
+    return f"{text} ({min(values):g}\N{EN DASH}{max(values):g})"
+
+
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """The README table: figure, value, baseline, ratio, target, met?, load average."""
+    """The README table: figure (median of the runs, their range), baseline, ratio (median of the
+    runs' own ratios, their range), target, in how many runs it was met, highest load."""
     rows = [
-        "| figure | value | baseline (same run) | ratio | target | met? "
-        "| load avg (1 min, start → end) |",
+        "| figure | value | baseline (same run) | ratio | target | met | load (1 min, max) |",
         "|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        load = result.get("load", {})
-        start, end = load.get("loadavg_start", ["?"])[0], load.get("loadavg_end", ["?"])[0]
+        load = result.get("load", {}).get("load1_max", "?")
         for f in result["figures"]:
-            base = f"{f['baseline']:g} {f['unit']} ({f['baseline_name']})" if f["baseline"] else "-"
-            ratio = f"{f['ratio']:.2f}x" if f.get("ratio") is not None else "-"
-            met = {True: "yes", False: "**no**", None: "-"}[f["met"]]
+            runs = f.get("runs") or []
+            value = _spread([r["value"] for r in runs], f"{f['value']:g}") + f" {f['unit']}"
+            base = "-"
+            if f["baseline"]:
+                base = _spread(
+                    [r["baseline"] for r in runs if r["baseline"] is not None], f"{f['baseline']:g}"
+                )
+                base = f"{base} {f['unit']} ({f['baseline_name']})"
+            ratio = "-"
+            if f.get("ratio") is not None:
+                ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
+                ratio = _spread(ratios, f"{f['ratio']:.2f}") + "x"
+            if f["met"] is None:
+                met = "-"
+            elif runs:
+                hits = sum(bool(r["met"]) for r in runs)
+                met = f"{hits}/{len(runs)}" if hits == len(runs) else f"**{hits}/{len(runs)}**"
+            else:
+                met = {True: "yes", False: "**no**"}[f["met"]]
             rows.append(
-                f"| {f['name']} | {f['value']:g} {f['unit']} | {base} | {ratio} | {f['target']} "
-                f"| {met} | {start} → {end} |"
+                f"| {f['name']} | {value} | {base} | {ratio} | {f['target']} | {met} | {load} |"
             )
     return "\n".join(rows)

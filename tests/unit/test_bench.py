@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import audit
+from bench.operator_process import with_launcher
 from bench.profile import buckets, summarize
+from bench.report import Figure, Result, combine, markdown_table
 from bench.stats import percentile, summary
 
 pytestmark = pytest.mark.unit
@@ -187,3 +189,51 @@ def test_profile_buckets_put_each_sample_in_the_first_matching_bucket() -> None:
     assert b["operator: its own logic"] == 2
     assert b["kopf: per-event processing"] == 4
     assert b["other"] == 1
+
+
+def _result(value: float, baseline: float, met: bool) -> Result:
+    figure = Figure("dispatch p50", value, "ms", baseline, "raw Job", "≤ 1.5x raw", met)
+    return Result("dispatch", [figure], {"n": value}, "how")
+
+
+def test_repeated_runs_give_medians_every_run_and_met_only_when_met_in_each() -> None:
+    combined = combine([_result(6, 4, True), _result(9, 5, False), _result(7, 5, True)])
+    (fig,) = combined.figures
+    assert (fig.value, fig.baseline, fig.met) == (7, 5, False)
+    assert [r["ratio"] for r in fig.runs] == [1.5, 1.8, 1.4]
+    assert fig.ratio == 1.5, "the median of the runs' own ratios, not median over median"
+    assert combined.details == {"runs": [{"n": 6}, {"n": 9}, {"n": 7}]}
+
+
+def test_the_table_shows_each_figures_spread_and_in_how_many_runs_it_was_met(
+    tmp_path: Path,
+) -> None:
+    path = combine([_result(6, 4, True), _result(9, 5, False), _result(7, 5, True)]).write(tmp_path)
+    row = markdown_table([json.loads(path.read_text())]).splitlines()[2]
+    assert row.startswith(
+        "| dispatch p50 | 7 (6\N{EN DASH}9) ms | 5 (4\N{EN DASH}5) ms (raw Job) |"
+    )
+    assert "| 1.50 (1.4\N{EN DASH}1.8)x |" in row and "| **2/3** |" in row
+
+
+def test_the_launcher_runs_the_chart_operator_with_the_extra_env_and_one_replica() -> None:
+    deployment = {
+        "kind": "Deployment",
+        "spec": {
+            "replicas": 0,
+            "template": {
+                "spec": {"containers": [{"name": "operator", "env": [{"name": "A", "value": "x"}]}]}
+            },
+        },
+    }
+    launched = with_launcher(deployment, {"A": "bench", "BENCH_NO_PODS": "1"})
+    assert launched["spec"]["replicas"] == 1
+    pod = launched["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["/opt/venv/bin/python", "-m", "bench.launcher"]
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        "A": "bench",
+        "PYTHONPATH": "/opt/bench",
+        "BENCH_NO_PODS": "1",
+    }
+    assert pod["volumes"] == [{"name": "bench-launcher", "configMap": {"name": "bench-launcher"}}]
