@@ -141,9 +141,7 @@ def _running_pod(core: Any, ns: str, timeout: float) -> Any:
     """The Deployment's pod once its container runs."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        for pod in core.list_namespaced_pod(
-            ns, label_selector=f"app.kubernetes.io/name={NAME}"
-        ).items:
+        for pod in core.list_namespaced_pod(ns, label_selector=SELECTOR).items:
             statuses = pod.status.container_statuses or []
             if pod.status.phase == "Running" and all(s.ready for s in statuses):
                 return pod

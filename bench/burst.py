@@ -14,7 +14,6 @@ from the first create to 5 s after the last Job.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,33 +22,15 @@ from typing import Any
 from bench import audit, profile
 from bench.bare import bare_operator
 from bench.cluster import PLURAL
-from bench.dispatch import post_task
-from bench.harness import Context, raw_job
-from bench.profile import EtcdMeter, component_cpu, cpu_seconds
+from bench.harness import Context, raw_job, task_of
+from bench.profile import CpuMeter, EtcdMeter
 from bench.report import Figure, Result
 from bench.watch import Watcher
-from codetask_operator.jobs import LABEL_TASK  # type: ignore[import-not-found, unused-ignore]
 
 NAME = "burst"
 THREADS = 16
 TARGET_RATIO = 0.35
 SETTLE = 5.0
-
-
-def _task_of(job: dict[str, Any]) -> str:
-    return str((job["metadata"].get("labels") or {}).get(LABEL_TASK) or job["metadata"]["name"])
-
-
-def _cpu(pids: dict[str, int | None]) -> dict[str, float]:
-    """CPU seconds so far of the cluster's processes and of `pids`."""
-    out = component_cpu()
-    for name, pid in pids.items():
-        if pid is not None:
-            try:
-                out[name] = cpu_seconds(pid)
-            except OSError:
-                continue
-    return out
 
 
 def _burst(
@@ -63,9 +44,8 @@ def _burst(
     """N creates named `prefix0000`... from THREADS threads; seconds to the last Job seen. CPU
     seconds and etcd requests until SETTLE seconds after it (the writes that trail the Jobs)."""
     names = [f"{prefix}{i:04d}" for i in range(n)]
-    jobs = Watcher(ctx.batch().list_namespaced_job, ns, key=_task_of).start()
-    pids = {**pids, "benchmark client": os.getpid()}
-    etcd, cpu = EtcdMeter(), _cpu(pids)
+    jobs = Watcher(ctx.batch().list_namespaced_job, ns, key=task_of).start()
+    etcd, cpu = EtcdMeter(), CpuMeter(pids)
     started = time.perf_counter()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(create, names))
@@ -75,13 +55,12 @@ def _burst(
     seconds = last - started
     jobs.stop()
     time.sleep(SETTLE)
-    after = _cpu(pids)
     return {
         "seconds_to_last_job": round(seconds, 2),
         "per_second": round(n / seconds, 1),
         "seconds_to_create": round(created, 2),
         "create_rate_per_second": round(n / created, 1),
-        "cpu_seconds": {k: round(after[k] - cpu[k], 2) for k in after if k in cpu},
+        "cpu_seconds": cpu.stop(),
         "api_server_etcd_requests": etcd.stop(),
     }
 
@@ -92,8 +71,8 @@ def run(ctx: Context) -> Result:
     ns_raw = ctx.run.namespace(f"{NAME}-raw", served=False)
     ns_bare = ctx.run.namespace(f"{NAME}-bare", served=False)
     with ctx.operator(NAME, no_pods=True) as op, bare_operator(ctx, ns_bare) as bare:
-        warm = Watcher(ctx.batch().list_namespaced_job, ns, key=_task_of).start()
-        post_task(ctx, ns, "warm")  # kopf picks up the new namespace
+        warm = Watcher(ctx.batch().list_namespaced_job, ns, key=task_of).start()
+        ctx.post_task(ns, "warm")  # kopf picks up the new namespace
         warm.first("warm", timeout=60)
         warm.stop()
         time.sleep(SETTLE)
@@ -108,8 +87,8 @@ def run(ctx: Context) -> Result:
             pids,
         )
         with profile.record(op.pid, ctx.logs / f"{NAME}.folded", ctx.profile) as samples:
-            ours = _burst(ctx, n, ns, "o", lambda name: post_task(ctx, ns, name), pids)
-        kopf = _burst(ctx, n, ns_bare, "b", lambda name: post_task(ctx, ns_bare, name), pids)
+            ours = _burst(ctx, n, ns, "o", lambda name: ctx.post_task(ns, name), pids)
+        kopf = _burst(ctx, n, ns_bare, "b", lambda name: ctx.post_task(ns_bare, name), pids)
     for s in (ns, ns_raw, ns_bare):
         ctx.run.delete_namespace(s)
     for s in (ns, ns_bare):

@@ -23,33 +23,19 @@ from typing import Any
 
 from bench import audit
 from bench.bare import bare_operator, handled
-from bench.cluster import GROUP, PLURAL, VERSION
-from bench.harness import Context, codetask, drain, raw_job
+from bench.cluster import PLURAL
+from bench.harness import Context, raw_job, task_of
 from bench.report import Figure, Result
 from bench.stats import summary
 from bench.watch import Watcher
-from codetask_operator.jobs import LABEL_TASK  # type: ignore[import-not-found, unused-ignore]
 
 NAME = "dispatch"
 WARMUP = 5
 WAYS = ("raw", "operator", "bare kopf")
 
 
-def _task_of(job: dict[str, Any]) -> str:
-    return str((job["metadata"].get("labels") or {}).get(LABEL_TASK) or job["metadata"]["name"])
-
-
 def _ms(seconds: float) -> float:
     return seconds * 1000
-
-
-def post_task(ctx: Context, ns: str, name: str) -> None:
-    """POST a CodeTask, reading the response raw as `create_job` does."""
-    drain(
-        ctx.custom().create_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, codetask(name), _preload_content=False
-        )
-    )
 
 
 def order(i: int) -> tuple[str, ...]:
@@ -98,7 +84,7 @@ def run(ctx: Context) -> Result:
     visible: dict[str, list[float]] = {way: [] for way in WAYS}
     with ctx.operator(NAME, no_pods=True) as op, bare_operator(ctx, ns_bare) as bare:
         jobs = {
-            s: Watcher(ctx.batch().list_namespaced_job, s, key=_task_of).start()
+            s: Watcher(ctx.batch().list_namespaced_job, s, key=task_of).start()
             for s in (ns, ns_raw, ns_bare)
         }
         tasks = {s: Watcher(*ctx.task_watch_call(), s, PLURAL).start() for s in (ns, ns_bare)}
@@ -110,12 +96,12 @@ def run(ctx: Context) -> Result:
 
         def operator(name: str) -> float:
             sent = time.perf_counter()
-            post_task(ctx, ns, name)
+            ctx.post_task(ns, name)
             return jobs[ns].first(name, timeout=60) - sent
 
         def bare_kopf(name: str) -> float:
             sent = time.perf_counter()
-            post_task(ctx, ns_bare, name)
+            ctx.post_task(ns_bare, name)
             seen = jobs[ns_bare].first(name, timeout=60)
             tasks[ns_bare].first(name, handled, timeout=60)
             return seen - sent

@@ -17,6 +17,7 @@ from bench.audit import AuditLog
 from bench.cluster import AUDIT_LOG, GROUP, PLURAL, VERSION, Identity, Run
 from bench.operator_process import Operator
 from bench.profile import CpuMeter, EtcdMeter
+from codetask_operator.jobs import LABEL_TASK  # type: ignore[import-not-found, unused-ignore]
 
 RUNNER_IMAGE = "codetask-runner:dev"
 
@@ -38,7 +39,7 @@ class Context:
     def measure(self, op: Operator, name: str) -> Iterator[dict[str, Any]]:
         """CPU seconds of every process involved, the API server's etcd latency, and py-spy
         samples (with --profile) while the block runs."""
-        meter, etcd = CpuMeter(op.pid), EtcdMeter()
+        meter, etcd = CpuMeter({"operator": op.pid}), EtcdMeter()
         with profile.record(op.pid, self.logs / f"{name}.folded", self.profile) as samples:
             found: dict[str, Any] = {}
             yield found
@@ -88,6 +89,14 @@ class Context:
         created: dict[str, Any] = json.loads(resp.data)
         return created
 
+    def post_task(self, ns: str, name: str) -> None:
+        """POST a `print(2+2)` CodeTask, reading the response raw as `create_job` does."""
+        drain(
+            self.custom().create_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, codetask(name), _preload_content=False
+            )
+        )
+
     def create_job(self, ns: str, body: dict[str, Any]) -> None:
         """POST a Job, reading the response raw (the fastest a client can be)."""
         drain(self.batch().create_namespaced_job(ns, body, _preload_content=False))
@@ -95,6 +104,11 @@ class Context:
     def task_watch_call(self) -> tuple[Any, ...]:
         """The list call and leading arguments for a Watcher of CodeTasks (namespace follows)."""
         return (self.custom().list_namespaced_custom_object, GROUP, VERSION)
+
+
+def task_of(job: dict[str, Any]) -> str:
+    """A Watcher key: the task a Job was made for (its `codetask.dev/task` label), else its name."""
+    return str((job["metadata"].get("labels") or {}).get(LABEL_TASK) or job["metadata"]["name"])
 
 
 def drain(response: Any) -> None:

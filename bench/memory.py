@@ -412,6 +412,21 @@ def _memory(op: Operator, peak: _Peak, failure: str | None) -> dict[str, float]:
     return now or {"VmHWM": peak.highest, "VmRSS": peak.highest}
 
 
+def _settled(
+    op: Operator, peak: _Peak, tasks: Watcher, names: list[str]
+) -> tuple[str | None, float, dict[str, float], list[tuple[float, float]]]:
+    """Wait until `names` are dispatched, let the operator settle, and read its memory: why it
+    failed (or None), when they were dispatched (monotonic), its memory, the RSS curve."""
+    failure = _wait_dispatched(op, tasks, names)
+    dispatched_at = time.monotonic()
+    if failure is None:
+        time.sleep(SETTLE_SECONDS)
+    memory = _memory(op, peak, failure)
+    curve = peak.stop()
+    tasks.stop()
+    return failure, dispatched_at, memory, curve
+
+
 def _task_watch(ctx: Context, ns: str) -> Watcher:
     return Watcher(ctx.custom().list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL).start()
 
@@ -466,13 +481,8 @@ def measure_restart(ctx: Context, ns: str, live: int, repeat: int) -> dict[str, 
         tasks = _task_watch(ctx, ns)
         for name in names:
             ctx.create_task(ns, codetask(name, CODE))
-        failure = _wait_dispatched(op, tasks, names)
-        dispatched = time.monotonic() - ready
-        if failure is None:
-            time.sleep(SETTLE_SECONDS)
-        memory = _memory(op, peak, failure)
-        curve = peak.stop()
-        tasks.stop()
+        failure, dispatched_at, memory, curve = _settled(op, peak, tasks, names)
+        dispatched = dispatched_at - ready
     for name in names:
         with contextlib.suppress(ApiException):
             ctx.custom().delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
@@ -498,13 +508,8 @@ def measure_unfinished(ctx: Context, n: int, repeat: int = 0) -> dict[str, Any]:
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(lambda name: ctx.create_task(ns, codetask(name, CODE)), names))
         create_seconds = time.monotonic() - started
-        failure = _wait_dispatched(op, tasks, names)
-        dispatched = time.monotonic() - started
-        if failure is None:
-            time.sleep(SETTLE_SECONDS)
-        memory = _memory(op, peak, failure)
-        curve = peak.stop()
-        tasks.stop()
+        failure, dispatched_at, memory, curve = _settled(op, peak, tasks, names)
+        dispatched = dispatched_at - started
     return {
         "tasks": n,
         "seconds_to_create": round(create_seconds, 1),

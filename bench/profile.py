@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +42,20 @@ def component_cpu() -> dict[str, float]:
 
 
 class CpuMeter:
-    """CPU seconds the cluster, the operator and this process spent from creation to `stop`."""
+    """CPU seconds the cluster, the given processes and this one spent from creation to `stop`."""
 
-    def __init__(self, operator_pid: int) -> None:
-        self.pids = {"operator": operator_pid, "benchmark client": os.getpid()}
+    def __init__(self, pids: Mapping[str, int | None]) -> None:
+        """`pids`: the processes to count besides the cluster's and this one, by name (None: not
+        found)."""
+        self.pids = {**pids, "benchmark client": os.getpid()}
         self._before = self._now()
 
     def _now(self) -> dict[str, float]:
         out = component_cpu()
         for name, pid in self.pids.items():
-            with contextlib.suppress(OSError):  # it exited
-                out[name] = cpu_seconds(pid)
+            if pid is not None:
+                with contextlib.suppress(OSError):  # it exited
+                    out[name] = cpu_seconds(pid)
         return out
 
     def stop(self) -> dict[str, float]:
