@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from codetask_operator import leader, webhook
+from codetask_operator import leader, namespace_discovery, webhook
 from codetask_operator import settings as settings_mod
 from codetask_operator.kube import connect, login
 
@@ -27,6 +27,7 @@ def main() -> int:
         "full": kopf.LogFormat.FULL,
     }[config.log_format]
     kopf.configure(log_format=log_format, verbose=False)
+    namespace_discovery.install()
     # One line per task transition (ours), not one per handler call on every watch event.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # Not a line per /healthz probe and per admission call (aiohttp's access log).
