@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from codetask_operator import access, api, jobs, metrics
+from codetask_operator import access, api, jobs, metrics, namespace_discovery
 from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect, login
@@ -74,7 +74,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _runtime["client"] = client
     beats = Heartbeats(config.redis_url, config.heartbeat_ttl_seconds) if config.redis_url else None
     _runtime["heartbeats"] = beats
-    _runtime["reconciler"] = Reconciler(Kube(client), config, registry, heartbeats=beats)
+    reconciler = Reconciler(Kube(client), config, registry, heartbeats=beats)
+    _runtime["reconciler"] = reconciler
+    namespace_discovery.on_change(reconciler.isolation.forget)
     if config.max_running or config.max_running_per_namespace:
         # kopf lists CodeTasks namespace by namespace and hands them over one by one: until the
         # last one is seen, the tasks already running would not count against the limits.

@@ -1,8 +1,10 @@
 """Keeps the task NetworkPolicies (network_policy.py) in each namespace before a Job starts there.
 
 A namespace is checked (read, created or corrected) before its first Job and again before a Job
-once RECHECK seconds have passed; a deleted task makes its namespace be checked again, so a
-namespace deleted and created anew never inherits a check of the old one.
+once RECHECK seconds have passed. A deleted task, and any event of the namespace itself (served by
+name or glob: namespace_discovery), make it be checked again, so a namespace deleted and created
+anew never inherits a check of the old one. (Serving all namespaces, kopf's watch of CodeTasks is
+cluster-wide and outlives a namespace: its tasks' DELETED events come.)
 """
 
 from __future__ import annotations

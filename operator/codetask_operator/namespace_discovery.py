@@ -7,19 +7,34 @@ namespace created between the two listings is in neither view: kopf never watche
 Jobs or pods until the namespace itself changes (its deletion, in a chaos run: a task waited 60 s
 with no status). `install` makes the listing's events count as additions too; adding a namespace
 kopf already serves changes nothing.
+
+Listeners (`on_change`) hear of every namespace event kopf's observer gets: a namespace deleted or
+created anew, also when its tasks' DELETED events never come (kopf stops a namespace's watches as
+soon as the namespace terminates).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kopf._core.reactor import observation
+
+_listeners: list[Callable[[str], None]] = []
+
+
+def on_change(listener: Callable[[str], None]) -> None:
+    """Call `listener(name)` on every event of a namespace (listed, added, changed, deleted)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 async def process_namespace_event(
     *, raw_event: Any, namespaces: Any, insights: Any, **_: Any
 ) -> None:
     """kopf's `process_discovered_namespace_event`, listed namespaces included."""
+    for listener in _listeners:
+        listener(raw_event["object"]["metadata"]["name"])
     async with insights.revised:
         observation.revise_namespaces(
             raw_events=[raw_event], insights=insights, namespaces=namespaces

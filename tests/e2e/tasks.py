@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, watch
 
 GROUP, VERSION, PLURAL = "codetask.dev", "v1alpha1", "codetasks"
 FINAL = {"Succeeded", "Failed", "TimedOut", "Cancelled"}
@@ -116,3 +117,31 @@ def runner_pid(ns: str, name: str) -> int:
     runners = [pid for pid, parent in parents.items() if parent not in parents]
     assert len(runners) == 1, (ns, name, parents)
     return runners[0]
+
+
+def policies_at_first_pod(
+    api: client.ApiClient, ns: str, name: str, **spec: Any
+) -> tuple[Any, list[Any]]:
+    """Run the CodeTask `name` (to Succeeded) in `ns`; its first pod as a watch of the namespace
+    first saw it, and the namespace's NetworkPolicies as listed at that moment."""
+    core = client.CoreV1Api(api)
+    networking = client.NetworkingV1Api(api)
+    seen: dict[str, Any] = {}
+    since = core.list_namespaced_pod(ns).metadata.resource_version
+
+    def first_pod() -> None:
+        stream = watch.Watch().stream(
+            core.list_namespaced_pod, ns, resource_version=since, timeout_seconds=60
+        )
+        for event in stream:
+            seen["pod"] = event["object"]
+            seen["policies"] = networking.list_namespaced_network_policy(ns).items
+            return
+
+    watcher = threading.Thread(target=first_pod)
+    watcher.start()
+    create(api, ns, codetask(name, **spec))
+    status = wait_for(api, ns, name)["status"]
+    assert status["phase"] == "Succeeded", status
+    watcher.join(60)
+    return seen["pod"], seen["policies"]

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 import pytest
 import yaml
-from kubernetes import client, watch
+from kubernetes import client
 
 from codetask_operator import jobs, webhook
 from codetask_operator.settings import ENV_PREFIX, Settings
 from tests.conftest import REPO, SESSION
 from tests.e2e.conftest import RELEASE_LABEL, chart_values, helm, helm_release, kubectl
-from tests.e2e.tasks import codetask, create, wait_for
+from tests.e2e.tasks import policies_at_first_pod, wait_for
 
 RELEASE = f"{SESSION}-codetask-operator"
 RELEASE_NS = f"{SESSION}h-system"
@@ -174,30 +172,14 @@ def test_a_new_namespace_has_the_task_policies_before_its_first_pod(
             metadata=client.V1ObjectMeta(name=namespace, labels={RELEASE_LABEL: release})
         )
     )
-    networking = client.NetworkingV1Api(api_client)
-    seen: dict[str, Any] = {}
-
-    def first_pod() -> None:
-        since = core.list_namespaced_pod(namespace).metadata.resource_version
-        stream = watch.Watch().stream(
-            core.list_namespaced_pod, namespace, resource_version=since, timeout_seconds=60
-        )
-        for event in stream:
-            seen["pod"] = event["object"]
-            seen["policies"] = networking.list_namespaced_network_policy(namespace).items
-            return
-
-    watcher = threading.Thread(target=first_pod)
-    watcher.start()
     try:
-        time.sleep(0.5)
-        create(api_client, namespace, codetask("first", language="python", code="print(1)"))
-        assert wait_for(api_client, namespace, "first")["status"]["phase"] == "Succeeded"
-        watcher.join(60)
-        policies = {p.metadata.name: p for p in seen["policies"]}
+        pod, listed = policies_at_first_pod(
+            api_client, namespace, "first", language="python", code="print(1)"
+        )
+        policies = {p.metadata.name: p for p in listed}
         assert set(policies) == {f"{release}-code-tasks", f"{release}-agent-tasks"}
         for policy in policies.values():
-            assert policy.metadata.creation_timestamp <= seen["pod"].metadata.creation_timestamp
+            assert policy.metadata.creation_timestamp <= pod.metadata.creation_timestamp
             assert policy.spec.policy_types == ["Ingress", "Egress"] and not policy.spec.ingress
         code = policies[f"{release}-code-tasks"].spec
         assert code.pod_selector.match_labels == {

@@ -9,14 +9,16 @@ enforces them it checks that a task cannot reach the API server.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from codetask_operator import jobs, network_policy
+from tests.conftest import SESSION
 from tests.e2e.conftest import kubectl
-from tests.e2e.tasks import codetask, create, wait_for
+from tests.e2e.tasks import codetask, create, policies_at_first_pod, wait_for
 from tests.e2e.test_helm import operator_settings
 
 DNS = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
@@ -114,6 +116,44 @@ def test_the_operators_policies_select_the_task_pod_and_nothing_else(
         wanted = ["probe"] if name == "codetask-code-tasks" else []
         assert [p.metadata.labels.get(jobs.LABEL_TASK) for p in pods] == wanted, name
         assert policy.spec.policy_types == ["Ingress", "Egress"] and not policy.spec.ingress
+
+
+@pytest.mark.usefixtures("operator")
+@pytest.mark.timeout(240)
+def test_a_namespace_deleted_and_created_anew_gets_its_policies_again(
+    api_client: client.ApiClient,
+) -> None:
+    """A namespace served by glob, deleted and created anew within the operator's 60 s recheck: its
+    policies are back before the first pod of the new namespace. Fails when the old namespace's
+    check is taken for the new one (here the tasks' DELETED events make the operator forget it;
+    namespace events do too, for when those never come: test_namespace_discovery.py)."""
+    core = client.CoreV1Api(api_client)
+    name = f"{SESSION}-reborn"
+    meta = client.V1ObjectMeta(name=name, labels={"codetask.dev/test": "true"})
+    spec = {"language": "python", "code": "print(1)"}
+    try:
+        core.create_namespace(client.V1Namespace(metadata=meta))
+        _, listed = policies_at_first_pod(api_client, name, "first", **spec)
+        assert len(listed) == 2
+        core.delete_namespace(name)
+        deleted = time.monotonic()
+        while time.monotonic() - deleted < 45:
+            try:
+                core.read_namespace(name)
+            except client.ApiException as exc:
+                assert exc.status == 404
+                break
+            time.sleep(0.2)
+        else:
+            pytest.skip("the namespace took over 45 s to go: past the operator's recheck")
+        core.create_namespace(client.V1Namespace(metadata=meta))
+        pod, listed = policies_at_first_pod(api_client, name, "second", **spec)
+        assert sorted(p.metadata.name for p in listed) == [
+            "codetask-agent-tasks",
+            "codetask-code-tasks",
+        ], f"first pod of the new namespace at {pod.metadata.creation_timestamp}"
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
 @pytest.mark.usefixtures("operator")

@@ -85,3 +85,32 @@ def test_kopf_alone_misses_a_namespace_created_between_its_listings(
 ) -> None:
     """The gap `install` closes; fails once kopf serves such a namespace itself (then drop it)."""
     assert observe(monkeypatch, [], ["team-a"]) == set()
+
+
+def test_listeners_hear_of_every_namespace_event(
+    installed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A namespace deleted and created anew while its tasks' DELETED events never came: its
+    isolation check is forgotten (the listener is `Isolation.forget`)."""
+    heard: list[str] = []
+    monkeypatch.setattr(namespace_discovery, "_listeners", [])
+    namespace_discovery.on_change(heard.append)
+    namespace_discovery.on_change(heard.append)  # once only
+
+    async def events() -> None:
+        insights = references.Insights()
+        gone = {**namespace("team-a"), "metadata": {"name": "team-a", "deletionTimestamp": "x"}}
+        for event in (
+            {"type": None, "object": namespace("team-a")},
+            {"type": "MODIFIED", "object": gone},
+            {"type": "DELETED", "object": gone},
+            {"type": "ADDED", "object": namespace("team-a")},
+            {"type": "ADDED", "object": namespace("other")},
+        ):
+            await namespace_discovery.process_namespace_event(
+                raw_event=event, namespaces=["team-*"], insights=insights
+            )
+        assert insights.namespaces == {"team-a"}
+
+    asyncio.run(events())
+    assert heard == ["team-a", "team-a", "team-a", "team-a", "other"]
