@@ -7,13 +7,15 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
+import celpy
 import pytest
 import yaml
 from kubernetes import client
 
-from codetask_operator import jobs, webhook
+from codetask_operator import access, api, jobs, webhook
 from codetask_operator.settings import ENV_PREFIX, Settings
 from tests.conftest import REPO, SESSION
 from tests.e2e.conftest import RELEASE_LABEL, chart_values, helm, helm_release, kubectl
@@ -97,6 +99,52 @@ def test_webhook_configuration_calls_the_operators_handler_through_the_service()
         assert hook["clientConfig"]["caBundle"] == tls
         assert hook["rules"][0]["operations"] == operations
         assert (hook["sideEffects"], hook["admissionReviewVersions"]) == ("None", ["v1"])
+
+
+def mutating_webhook(kube_version: str) -> dict[str, Any]:
+    chart = str(REPO / "charts/codetask-operator")
+    rendered = helm("template", "x", chart, "--kube-version", kube_version)
+    assert rendered.returncode == 0, rendered.stderr
+    (config,) = [
+        d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"].startswith("Mutating")
+    ]
+    (hook,) = config["webhooks"]
+    return dict(hook)
+
+
+SECRET_VAR = {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+MAP_VAR = {"name": "K", "valueFrom": {"configMapKeyRef": {"name": "m", "key": "k"}}}
+AGENT = {"prompt": "hi", "apiKeySecretRef": {"name": "key", "key": "k"}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "annotations"),
+    [
+        ({"language": "python", "code": "1"}, {}),
+        ({"language": "python", "code": "1", "env": [{"name": "A", "value": "b"}]}, {}),
+        ({"language": "python", "code": "1", "env": [{"name": "A", "value": "b"}, SECRET_VAR]}, {}),
+        ({"language": "python", "code": "1", "env": [MAP_VAR]}, {}),
+        ({"agent": AGENT}, {}),
+        ({"agent": {**AGENT, "inputConfigMap": "in"}}, {}),
+        ({"language": "python", "code": "1"}, {access.STAMP_ANNOTATION: "forged"}),
+        ({"language": "python", "code": "1"}, {"other": "x"}),
+    ],
+)
+def test_the_references_webhook_is_skipped_only_for_tasks_it_has_nothing_to_do_for(
+    spec: dict[str, Any], annotations: dict[str, str]
+) -> None:
+    """On Kubernetes >= 1.28 the chart's matchConditions (CEL, evaluated here with cel-python)
+    send the API server's call for exactly the tasks with references (access.references) or a
+    stamp to drop; older versions get no matchConditions and send every create."""
+    assert "matchConditions" not in mutating_webhook("1.27.0")
+    (condition,) = mutating_webhook("1.30.0")["matchConditions"]
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(condition["expression"]))
+    meta: dict[str, Any] = {"name": "t", **({"annotations": annotations} if annotations else {})}
+    task = {"metadata": meta, "spec": spec}
+    called = bool(program.evaluate({"object": celpy.json_to_cel(task)}))
+    references = access.references(api.CodeTaskSpec.model_validate(spec))
+    assert called == (bool(references) or access.STAMP_ANNOTATION in annotations)
 
 
 def test_cluster_role_has_no_wildcards() -> None:
