@@ -1,12 +1,14 @@
-"""2. Burst throughput: N creates at once → all N Jobs seen, per second, three ways.
+"""2. Burst throughput: N creates at once → all N Jobs seen, per second, three ways and a ceiling.
 
-Three bursts of N from the same 16 client threads, each timed the same way: `time.perf_counter()`
+Bursts of N from the same 16 client threads, each timed the same way: `time.perf_counter()`
 before the first create is sent → the arrival of the last of the N Jobs on a watch of its
 namespace's Jobs (started beforehand); rate = N / that. In this order, each 5 s after the last
 (the status writes and annotation patches that trail a burst settle before the next one):
 - raw: N Job POSTs (`raw_job`) in a namespace nobody serves;
 - operator: N CodeTasks in the operator's namespace (no running-task limit);
-- bare kopf: N CodeTasks in bare kopf's namespace (bare.py).
+- bare kopf: N CodeTasks in bare kopf's namespace (bare.py);
+- ceiling: N CodeTasks in a namespace nobody serves (no webhook, no Jobs), timed to the last
+  create's answer: no controller of CodeTasks can start them faster than they can be created.
 All Jobs have `parallelism: 0` (no pods). CPU seconds of the API server, etcd, controller manager,
 the operator and bare kopf (its pod's process on this host), and the client are read from /proc
 from the first create to 5 s after the last Job.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from bench import audit, profile
@@ -40,9 +43,11 @@ def _burst(
     prefix: str,
     create: Callable[[str], object],
     pids: dict[str, int | None],
+    jobs_follow: bool = True,
 ) -> dict[str, Any]:
-    """N creates named `prefix0000`... from THREADS threads; seconds to the last Job seen. CPU
-    seconds and etcd requests until SETTLE seconds after it (the writes that trail the Jobs)."""
+    """N creates named `prefix0000`... from THREADS threads; seconds to the last Job seen (or, if
+    no Jobs follow, to the last create's answer). CPU seconds and etcd requests until SETTLE
+    seconds after it (the writes that trail the Jobs)."""
     names = [f"{prefix}{i:04d}" for i in range(n)]
     jobs = Watcher(ctx.batch().list_namespaced_job, ns, key=task_of).start()
     etcd, cpu = EtcdMeter(), CpuMeter(pids)
@@ -50,9 +55,13 @@ def _burst(
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(create, names))
     created = time.perf_counter() - started
-    deadline = time.monotonic() + max(120, n)
-    last = max(jobs.first(name, timeout=max(0.1, deadline - time.monotonic())) for name in names)
-    seconds = last - started
+    seconds = created
+    if jobs_follow:
+        deadline = time.monotonic() + max(120, n)
+        last = max(
+            jobs.first(name, timeout=max(0.1, deadline - time.monotonic())) for name in names
+        )
+        seconds = last - started
     jobs.stop()
     time.sleep(SETTLE)
     return {
@@ -70,6 +79,7 @@ def run(ctx: Context) -> Result:
     ns = ctx.run.namespace(NAME)
     ns_raw = ctx.run.namespace(f"{NAME}-raw", served=False)
     ns_bare = ctx.run.namespace(f"{NAME}-bare", served=False)
+    ns_ceiling = ctx.run.namespace(f"{NAME}-ceiling", served=False)
     with ctx.operator(NAME, no_pods=True) as op, bare_operator(ctx, ns_bare) as bare:
         warm = Watcher(ctx.batch().list_namespaced_job, ns, key=task_of).start()
         ctx.post_task(ns, "warm")  # kopf picks up the new namespace
@@ -89,7 +99,10 @@ def run(ctx: Context) -> Result:
         with profile.record(op.pid, ctx.logs / f"{NAME}.folded", ctx.profile) as samples:
             ours = _burst(ctx, n, ns, "o", lambda name: ctx.post_task(ns, name), pids)
         kopf = _burst(ctx, n, ns_bare, "b", lambda name: ctx.post_task(ns_bare, name), pids)
-    for s in (ns, ns_raw, ns_bare):
+        ceiling = _burst(
+            ctx, n, ns_ceiling, "c", partial(ctx.post_task, ns_ceiling), pids, jobs_follow=False
+        )
+    for s in (ns, ns_raw, ns_bare, ns_ceiling):
         ctx.run.delete_namespace(s)
     for s in (ns, ns_bare):
         ctx.run.delete_namespace(s, wait=300)
@@ -99,6 +112,7 @@ def run(ctx: Context) -> Result:
     status_writes = sorted(e.completed for e in mine if e.resource == f"{PLURAL}/status")
     job_creates = sorted(e.completed for e in mine if e.verb == "create" and e.resource == "jobs")
     rate, raw_rate, bare_rate = ours["per_second"], raw["per_second"], kopf["per_second"]
+    ceiling_rate = ceiling["per_second"]
     figures = [
         Figure(
             "burst throughput",
@@ -127,6 +141,15 @@ def run(ctx: Context) -> Result:
             "-",
             None,
         ),
+        Figure(
+            "burst ceiling (CodeTask creates alone)",
+            ceiling_rate,
+            "tasks/s",
+            raw_rate,
+            f"raw Jobs/s, {THREADS} threads",
+            "-",
+            None,
+        ),
     ]
     return Result(
         NAME,
@@ -134,11 +157,12 @@ def run(ctx: Context) -> Result:
         {
             "tasks": n,
             "threads": THREADS,
-            "order": "raw, operator, bare kopf",
+            "order": "raw, operator, bare kopf, ceiling",
             "bare_kopf_pid": bare.pid,
             "raw": raw,
             "operator": {**ours, **({"profile": samples} if samples else {})},
             "bare kopf": kopf,
+            "ceiling": ceiling,
             "operator_writes": dict(audit.count_writes(mine, ctx.identity.user).most_common()),
             "bare_kopf_writes": dict(
                 audit.count_writes(

@@ -1,7 +1,7 @@
-"""1. Dispatch latency, client-visible: create sent → the Job seen in a watch, three ways.
+"""1. Dispatch latency, client-visible: create sent → the Job seen in a watch, four ways.
 
-Each of N iterations does three steps, in a rotating order (raw, operator, bare; operator, bare,
-raw; bare, raw, operator), from the same client and timed the same way: `time.perf_counter()`
+Each of N iterations does four steps, in a rotating order (raw, operator, bare, floor; operator,
+bare, floor, raw; ...), from the same client and timed the same way: `time.perf_counter()`
 before the POST (response read to the end) → the arrival of the Job's first watch event on a watch
 of its namespace's Jobs (one per namespace, started beforehand).
 - raw: a Job POST (`raw_job`) in a namespace nobody serves;
@@ -9,7 +9,10 @@ of its namespace's Jobs (one per namespace, started beforehand).
   held 2 s for a Running that never comes here, so it is written during later steps, as under a
   stream of tasks);
 - bare kopf: a CodeTask POST in bare kopf's namespace (bare.py) → its Job; then it waits for kopf's
-  annotation patch (its only write besides the Job).
+  annotation patch (its only write besides the Job);
+- floor: a CodeTask POST in a namespace nobody serves, then at once the Job POST the client makes
+  itself: what any controller that creates the Job after the task exists needs at the least (it
+  leaves out the task's watch event reaching the controller, and everything the controller does).
 All Jobs have `parallelism: 0` (no pods). Five warm-up iterations first. The audit log's
 server-side times (CodeTask POST completed → its Job's POST completed, on the API server's clock)
 are in the details, not the figures.
@@ -31,7 +34,7 @@ from bench.watch import Watcher
 
 NAME = "dispatch"
 WARMUP = 5
-WAYS = ("raw", "operator", "bare kopf")
+WAYS = ("raw", "operator", "bare kopf", "floor")
 
 
 def _ms(seconds: float) -> float:
@@ -39,7 +42,7 @@ def _ms(seconds: float) -> float:
 
 
 def order(i: int) -> tuple[str, ...]:
-    """The ways in iteration `i`'s order: ABC, BCA, CAB, ABC, ..."""
+    """The ways in iteration `i`'s order: ABCD, BCDA, CDAB, DABC, ABCD, ..."""
     k = i % len(WAYS)
     return WAYS[k:] + WAYS[:k]
 
@@ -81,11 +84,12 @@ def run(ctx: Context) -> Result:
     ns = ctx.run.namespace(NAME)
     ns_raw = ctx.run.namespace(f"{NAME}-raw", served=False)
     ns_bare = ctx.run.namespace(f"{NAME}-bare", served=False)
+    ns_floor = ctx.run.namespace(f"{NAME}-floor", served=False)
     visible: dict[str, list[float]] = {way: [] for way in WAYS}
     with ctx.operator(NAME, no_pods=True) as op, bare_operator(ctx, ns_bare) as bare:
         jobs = {
             s: Watcher(ctx.batch().list_namespaced_job, s, key=task_of).start()
-            for s in (ns, ns_raw, ns_bare)
+            for s in (ns, ns_raw, ns_bare, ns_floor)
         }
         tasks = {s: Watcher(*ctx.task_watch_call(), s, PLURAL).start() for s in (ns, ns_bare)}
 
@@ -106,7 +110,13 @@ def run(ctx: Context) -> Result:
             tasks[ns_bare].first(name, handled, timeout=60)
             return seen - sent
 
-        step = {"raw": raw, "operator": operator, "bare kopf": bare_kopf}
+        def floor(name: str) -> float:
+            sent = time.perf_counter()
+            ctx.post_task(ns_floor, name)
+            ctx.create_job(ns_floor, raw_job(name, ["true"], pods=False))
+            return jobs[ns_floor].first(name, timeout=60) - sent
+
+        step = {"raw": raw, "operator": operator, "bare kopf": bare_kopf, "floor": floor}
         for i in range(WARMUP):  # kopf picks up the new namespace; connections open
             for way in order(i):
                 step[way](f"w{i}{way[0]}")
@@ -122,7 +132,7 @@ def run(ctx: Context) -> Result:
         bare_cpu = bare_after - cpu[1] if bare_after is not None and cpu[1] is not None else None
         for watcher in [*jobs.values(), *tasks.values()]:
             watcher.stop()
-    for s in (ns, ns_raw, ns_bare):
+    for s in (ns, ns_raw, ns_bare, ns_floor):
         ctx.run.delete_namespace(s)
     for s in (ns, ns_bare):
         ctx.run.delete_namespace(s, wait=120)
@@ -133,7 +143,7 @@ def run(ctx: Context) -> Result:
         for e in entries
         if e.namespace == ns_raw and e.verb == "create" and e.resource == "jobs"
     ]
-    d, r, b = (summary(visible[way]) for way in ("operator", "raw", "bare kopf"))
+    d, r, b, f = (summary(visible[way]) for way in ("operator", "raw", "bare kopf", "floor"))
     figures = [
         Figure(
             "dispatch p50",
@@ -164,15 +174,24 @@ def run(ctx: Context) -> Result:
             "-",
             None,
         ),
+        Figure(
+            "dispatch floor p50",
+            f["p50"],
+            "ms",
+            r["p50"],
+            "raw Job create → seen, p50",
+            "-",
+            None,
+        ),
     ]
     return Result(
         NAME,
         figures,
         {
             "iterations": n,
-            "order": "rotating: raw, operator, bare kopf; operator, bare kopf, raw; bare kopf, ...",
+            "order": "rotating: raw, operator, bare kopf, floor; operator, bare kopf, floor, ...",
             "seconds_measuring": round(seconds, 1),
-            "client_visible_ms": {"operator": d, "raw": r, "bare kopf": b},
+            "client_visible_ms": {"operator": d, "raw": r, "bare kopf": b, "floor": f},
             "server_side_audit_log": {
                 "operator": _server_side(entries, ns, lambda job: job.rsplit("-", 2)[0]),
                 "bare kopf": _server_side(entries, ns_bare, lambda job: job),

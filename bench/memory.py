@@ -24,7 +24,7 @@ Unfinished (1000): a fresh operator, the tasks created at once by 16 threads in 
 their own, all dispatched (Pending, their Jobs without pods), then 15 s to settle.
 
 RSS from /proc/PID/status: VmHWM (the peak) and VmRSS at the end. The baseline is the same
-operator serving the run's namespaces while they hold no task.
+operator serving one empty namespace (the run's others hold the finished tasks by then).
 """
 
 from __future__ import annotations
@@ -590,11 +590,13 @@ def run_repeated(ctx: Context, repeats: int) -> list[Result]:
     n = ctx.n(10000, least=200)
     live = max(1, n // 100)
     ns = ctx.run.namespace(NAME)
+    empty = ctx.run.namespace(f"{NAME}-idle")
     runs: list[tuple[dict[str, float], dict[str, Any], dict[str, Any]]] = []
     with fake_node.fake_node(ctx.api, ctx.run.id) as node:
         made = make_finished(ctx, ns, node, n)
         for repeat in range(repeats):
-            with ctx.operator("memory-idle", no_pods=True) as op:
+            only_empty = ("--set", f"watchNamespaces={{{empty}}}")
+            with ctx.operator("memory-idle", no_pods=True, values=only_empty) as op:
                 time.sleep(SETTLE_SECONDS)
                 idle = op.memory_mb()
             unfinished = measure_unfinished(ctx, ctx.n(1000, least=50), repeat)

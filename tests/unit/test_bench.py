@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench import audit
+from bench import audit, dispatch
 from bench.operator_process import with_launcher
 from bench.profile import buckets, summarize
 from bench.report import Figure, Result, combine, markdown_table
@@ -237,3 +237,11 @@ def test_the_launcher_runs_the_chart_operator_with_the_extra_env_and_one_replica
         "BENCH_NO_PODS": "1",
     }
     assert pod["volumes"] == [{"name": "bench-launcher", "configMap": {"name": "bench-launcher"}}]
+
+
+def test_dispatch_rotates_who_goes_first() -> None:
+    """Every way once per iteration; over len(WAYS) iterations each way is first once."""
+    rounds = [dispatch.order(i) for i in range(len(dispatch.WAYS))]
+    assert all(sorted(r) == sorted(dispatch.WAYS) for r in rounds)
+    assert sorted(r[0] for r in rounds) == sorted(dispatch.WAYS)
+    assert dispatch.order(len(dispatch.WAYS)) == dispatch.order(0)
