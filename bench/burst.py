@@ -97,8 +97,8 @@ def run(ctx: Context) -> Result:
             pids,
         )
         with profile.record(op.pid, ctx.logs / f"{NAME}.folded", ctx.profile) as samples:
-            ours = _burst(ctx, n, ns, "o", lambda name: ctx.post_task(ns, name), pids)
-        kopf = _burst(ctx, n, ns_bare, "b", lambda name: ctx.post_task(ns_bare, name), pids)
+            ours = _burst(ctx, n, ns, "o", partial(ctx.post_task, ns), pids)
+        kopf = _burst(ctx, n, ns_bare, "b", partial(ctx.post_task, ns_bare), pids)
         ceiling = _burst(
             ctx, n, ns_ceiling, "c", partial(ctx.post_task, ns_ceiling), pids, jobs_follow=False
         )

@@ -58,16 +58,22 @@ class Context:
 
     @contextlib.contextmanager
     def operator(
-        self, name: str, no_pods: bool = False, values: tuple[str, ...] = (), **env: str
+        self,
+        name: str,
+        no_pods: bool = False,
+        values: tuple[str, ...] = (),
+        serves: str = "",
+        **env: str,
     ) -> Iterator[Operator]:
-        """A fresh release of the chart serving this run's namespaces (`values`: more `--set`
-        flags), uninstalled afterwards."""
+        """A fresh release of the chart serving this run's namespaces, or only `serves` (`values`:
+        more `--set` flags), uninstalled afterwards."""
         op = Operator(
             self.run,
             self.logs / f"operator-{name}.log",
             no_pods=no_pods,
             extra_env={**self.operator_env, **env},
             values=values,
+            serves=serves,
         )
         op.start()
         try:

@@ -502,9 +502,9 @@ def measure_unfinished(ctx: Context, n: int, repeat: int = 0) -> dict[str, Any]:
     """N tasks created at once against a fresh operator, all dispatched, none finishing."""
     ns = ctx.run.namespace(f"{UNFINISHED}-{repeat}")
     names = [f"u{i:04d}" for i in range(n)]
-    only_ns = ("--set", f"watchNamespaces={{{ns}}}")  # not the finished tasks' namespace
+    # Not the finished tasks' namespace.
     with (
-        ctx.operator(UNFINISHED, no_pods=True, values=only_ns) as op,
+        ctx.operator(UNFINISHED, no_pods=True, serves=ns) as op,
         ctx.measure(op, UNFINISHED) as spent,
     ):
         peak = _Peak(op)
@@ -600,8 +600,7 @@ def run_repeated(ctx: Context, repeats: int) -> list[Result]:
     with fake_node.fake_node(ctx.api, ctx.run.id) as node:
         made = make_finished(ctx, ns, node, n)
         for repeat in range(repeats):
-            only_empty = ("--set", f"watchNamespaces={{{empty}}}")
-            with ctx.operator("memory-idle", no_pods=True, values=only_empty) as op:
+            with ctx.operator("memory-idle", no_pods=True, serves=empty) as op:
                 time.sleep(SETTLE_SECONDS)
                 idle = op.memory_mb()
             unfinished = measure_unfinished(ctx, ctx.n(1000, least=50), repeat)

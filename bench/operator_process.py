@@ -89,7 +89,8 @@ def with_launcher(deployment: dict[str, Any], env: dict[str, str]) -> dict[str, 
 
 @dataclass
 class Operator:
-    """A release of the chart serving the run's namespaces; one at a time per run."""
+    """A release of the chart serving the run's namespaces (or only `serves`); one at a time per
+    run."""
 
     run: Run
     log_path: Path
@@ -97,6 +98,8 @@ class Operator:
     extra_env: dict[str, str] = field(default_factory=dict)
     values: tuple[str, ...] = ()
     """More `--set` flags, e.g. limits.maxRunning=20."""
+    serves: str = ""
+    """The namespace (name or glob) it serves; empty: all the run's (`Run.glob`)."""
     pod: str = ""
     pod_uid: str = ""
     pod_ip: str = ""
@@ -117,7 +120,7 @@ class Operator:
         args = [
             *("install", self.release, str(CHART), "-n", self.run.system_namespace),
             *LOCAL_CLUSTER_VALUES,
-            *("--set", f"watchNamespaces={{{self.run.glob}}}"),
+            *("--set", f"watchNamespaces={{{self.serves or self.run.glob}}}"),
             *("--set-json", f"webhook.namespaceSelector={json.dumps(selector)}"),
             *self.values,
             *("--wait", "--timeout", f"{int(timeout)}s"),
