@@ -56,7 +56,20 @@ CNI_BRIDGE=cni-codetask0
 kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 ctr_k8s() { ctr --address "$CTR_SOCK" -n k8s.io "$@"; }
 
-pid_alive() { [[ -f $PIDS/$1.pid ]] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+# component_pid NAME: the PID in NAME's PID file, printed only while that process is still NAME.
+# A PID file can outlive its process (a session's processes are killed without local-down.sh) and
+# its number be reused: trusting it alone once made local-down.sh kill a CI run's own `make`.
+component_pid() {
+  local pid exe
+  [[ -f $PIDS/$1.pid ]] || return 1
+  pid=$(<"$PIDS/$1.pid")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}
+  [[ ${exe##*/} == "$1" ]] || return 1
+  echo "$pid"
+}
+pid_alive() { component_pid "$1" >/dev/null; }
 
 # wait_for STEP LOGFILE SECONDS CMD...: poll CMD until it succeeds or die.
 wait_for() {

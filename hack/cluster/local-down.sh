@@ -10,12 +10,11 @@ say() { [[ $quiet == --quiet ]] || log "$@"; }
 stop() {
   local name=$1 pidfile=$PIDS/$1.pid pid
   [[ -f $pidfile ]] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid=$(component_pid "$name"); then
     say "stopping $name (pid $pid)"
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do pid_alive "$name" || break; sleep 0.25; done
+    if pid_alive "$name"; then kill -9 "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$pidfile"
 }

@@ -51,9 +51,9 @@ fi
 
 pidfile=$PIDS/$component.pid
 [[ -f $pidfile ]] || die "find $component" "" "no PID file $pidfile"
-old_pid=$(cat "$pidfile")
 logfile=$LOGS/$component.log
-[[ -r /proc/$old_pid/cmdline ]] || die "find $component" "$logfile" "PID $old_pid ($pidfile) is not running"
+old_pid=$(component_pid "$component") \
+  || die "find $component" "$logfile" "PID $(<"$pidfile") ($pidfile) is not $component any more"
 
 # Everything needed to start it again, read while it still runs.
 mapfile -d '' cmd <"/proc/$old_pid/cmdline"

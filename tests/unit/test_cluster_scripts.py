@@ -1,0 +1,76 @@
+"""The local-cluster scripts trust a PID file only while its process is still that component."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+LIB = Path(__file__).resolve().parents[2] / "hack" / "cluster" / "lib.sh"
+
+
+def component_pid(state: Path, name: str) -> str | None:
+    """What lib.sh's component_pid prints for NAME with STATE as the cluster's state dir."""
+    done = subprocess.run(
+        ["bash", "-c", f'source "{LIB}" && component_pid "$1"', "-", name],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(state), "CODETASK_CLUSTER_STATE": str(state)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    (tmp_path / "state" / "pids").mkdir(parents=True)
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose executable is named kubelet (a copy of sleep)."""
+    exe = tmp_path / "bin" / "kubelet"
+    exe.parent.mkdir()
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", exe)
+    proc = subprocess.Popen([str(exe), "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_the_component_itself_is_trusted(state: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    (state / "pids" / "kubelet.pid").write_text(f"{sleeper.pid}\n")
+    assert component_pid(state, "kubelet") == str(sleeper.pid)
+
+
+def test_a_reused_pid_is_not_the_component(state: Path) -> None:
+    """The stale PID file names a live process that is something else (its number was reused)."""
+    with subprocess.Popen(["sleep", "60"]) as other:
+        try:
+            (state / "pids" / "kubelet.pid").write_text(f"{other.pid}\n")
+            assert component_pid(state, "kubelet") is None
+        finally:
+            other.kill()
+
+
+@pytest.mark.parametrize("content", ["", "not-a-pid\n", "99999999\n"])
+def test_no_process_or_no_number_is_not_the_component(state: Path, content: str) -> None:
+    (state / "pids" / "kubelet.pid").write_text(content)
+    assert component_pid(state, "kubelet") is None
+
+
+def test_no_pid_file_is_not_the_component(state: Path) -> None:
+    assert component_pid(state, "kubelet") is None
+
+
+def test_an_exited_component_is_not_trusted(state: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    (state / "pids" / "kubelet.pid").write_text(f"{sleeper.pid}\n")
+    sleeper.kill()
+    sleeper.wait()
+    assert component_pid(state, "kubelet") is None
