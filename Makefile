@@ -32,7 +32,7 @@ images: cluster ## Build the runner and operator images and load them into the c
 
 crds: venv ## Regenerate crds/, the chart's copy and docs/reference.md from the pydantic models
 	$(PY) -m codetask_operator.crd --write crds/
-	cp crds/codetask.dev_codetasks.yaml charts/codetask-operator/crds/
+	cp crds/*.yaml charts/codetask-operator/crds/
 	$(PY) -m codetask_operator.reference > docs/reference.md
 
 lint: venv ## ruff and mypy

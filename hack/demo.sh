@@ -16,6 +16,8 @@ if [[ $backend == local ]]; then
   # No registry and no cluster DNS: images are preloaded, pods resolve through the node.
   values=(--set image.pullPolicy=Never --set runner.imagePullPolicy=Never --set runner.dnsPolicy=Default)
 fi
+# Helm installs a chart's CRDs on its first install only: apply them so an upgrade gets new fields.
+kubectl apply -f charts/codetask-operator/crds/ >/dev/null
 log "installing the operator with Helm (release codetask-operator, namespace codetask-system)"
 helm upgrade --install codetask-operator charts/codetask-operator -n codetask-system --create-namespace \
   --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" \

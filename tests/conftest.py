@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -84,13 +84,44 @@ _session_operators: list[Operator] = []
 
 @pytest.fixture(scope="session")
 def crd(kubeconfig: str) -> None:
-    """The CodeTask CRD from crds/, applied and Established."""
+    """The CRDs from crds/ (CodeTask, CodeTaskPool), applied and Established."""
     subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True, capture_output=True)
     subprocess.run(
-        ["kubectl", "wait", "--for=condition=Established", "crd/codetasks.codetask.dev"],
+        [
+            "kubectl",
+            "wait",
+            "--for=condition=Established",
+            "crd/codetasks.codetask.dev",
+            "crd/codetaskpools.codetask.dev",
+        ],
         check=True,
         capture_output=True,
     )
+
+
+@pytest.fixture
+def pool(crd: None, api_client: object) -> Iterator[Callable[..., str]]:
+    """Makes cluster-scoped CodeTaskPools with unique names; deletes them afterwards."""
+    from kubernetes import client
+
+    made: list[str] = []
+    custom = client.CustomObjectsApi(api_client)
+
+    def make(**spec: Any) -> str:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        body = {"apiVersion": "codetask.dev/v1alpha1", "kind": "CodeTaskPool"}
+        custom.create_cluster_custom_object(
+            "codetask.dev",
+            "v1alpha1",
+            "codetaskpools",
+            {**body, "metadata": {"name": name}, "spec": spec},
+        )
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        custom.delete_cluster_custom_object("codetask.dev", "v1alpha1", "codetaskpools", name)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import kopf
 from codetask_operator import leader, namespace_discovery, webhook
 from codetask_operator import settings as settings_mod
 from codetask_operator.kube import connect, login
+from codetask_operator.pool_catalog import Catalog
 
 
 def main() -> int:
@@ -43,22 +44,28 @@ async def run(config: settings_mod.Settings) -> None:
     but watches nothing. Once the Lease is held, that kopf stops and the full operator starts;
     the webhook port stays open across (ContinuousServer).
     """
+    catalog_client = await connect()
+    catalog = Catalog(catalog_client)
+    await catalog.start()
     server = webhook.server(config) if config.webhook_enabled else None
     if server is not None:
         await server.start()
     try:
         if not config.leader_election:
-            await _kopf(config, server, _operator_registry(config))
+            await _kopf(config, server, _operator_registry(config, catalog))
             return
         api_client = await connect()
         elector = leader.Elector(api_client, config)
         holding = asyncio.create_task(elector.hold())
         try:
             await _kopf(
-                config, server, _standby_registry(config, elector), stop_flag=elector.decided
+                config,
+                server,
+                _standby_registry(config, elector, catalog),
+                stop_flag=elector.decided,
             )
             if elector.leading:
-                await _kopf(config, server, _operator_registry(config))
+                await _kopf(config, server, _operator_registry(config, catalog))
         finally:
             holding.cancel()
             await elector.release()
@@ -66,10 +73,12 @@ async def run(config: settings_mod.Settings) -> None:
     finally:
         if server is not None:
             await server.close()
+        await catalog.close()
+        await catalog_client.close()
 
 
 def _standby_registry(
-    config: settings_mod.Settings, elector: leader.Elector
+    config: settings_mod.Settings, elector: leader.Elector, catalog: Catalog
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(login)
@@ -80,16 +89,17 @@ def _standby_registry(
         elector.stand_down()
 
     if config.webhook_enabled:
-        webhook.register(registry, config)
+        webhook.register(registry, config, catalog)
     return registry
 
 
-def _operator_registry(config: settings_mod.Settings) -> kopf.OperatorRegistry:
+def _operator_registry(config: settings_mod.Settings, catalog: Catalog) -> kopf.OperatorRegistry:
     from codetask_operator import handlers
 
+    handlers.use_catalog(catalog)
     registry = handlers.HANDLERS
     if config.webhook_enabled:
-        webhook.register(registry, config)
+        webhook.register(registry, config, catalog)
     return registry
 
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from codetask_operator import api, jobs, quantity
+from codetask_operator import api, jobs, pools, quantity
 from codetask_operator.settings import Settings
 
 MUTABLE_FIELDS: Final = frozenset({"cancel", "priority", "ttlSecondsAfterFinished"})
@@ -37,18 +37,27 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return "spec" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
 
-def validate(spec: Mapping[str, Any], settings: Settings) -> list[str]:
-    """Every problem with `spec`, as `spec.<field>: <what is wrong>`; empty if it is valid."""
+def validate(
+    spec: Mapping[str, Any],
+    settings: Settings,
+    namespace: str = "",
+    catalog: Mapping[str, pools.Pool] | None = None,
+) -> list[str]:
+    """Every problem with `spec` in `namespace`, given the pools of `catalog`, as
+    `spec.<field>: <what is wrong>`; empty if it is valid."""
     try:
         task = api.CodeTaskSpec.model_validate(spec)
     except ValidationError as exc:
         return [f"{_path(e['loc'])}: {api.describe_error(e)}" for e in exc.errors()]
+    pool, pool_errors = pools.choose(task.pool, namespace, catalog or {})
     return [
         *_mode(task, settings),
         *_sizes(task),
         *_env(task),
         *_resources(task),
-        *_caps(task, settings),
+        *pool_errors,
+        *(pools.fit(task, pool) if pool else []),
+        *_caps(task, settings, pool),
         *_labels(task),
     ]
 
@@ -160,17 +169,18 @@ def _resources(task: api.CodeTaskSpec) -> list[str]:
     return errors
 
 
-def _caps(task: api.CodeTaskSpec, settings: Settings) -> list[str]:
-    """The chart's caps on priority and on every request and limit the task sets (the defaults it
-    leaves to the operator are within them: settings check that)."""
+def _caps(task: api.CodeTaskSpec, settings: Settings, pool: pools.Pool | None) -> list[str]:
+    """The chart's cap on priority, and on every request and limit the task sets the chart's or
+    its pool's (the defaults it leaves to the operator are within them: settings check that)."""
     errors = []
     if task.priority > settings.max_priority:
         errors.append(_priority_cap(task.priority, settings))
+    caps = pools.caps(pool, settings.max_resources)
     for kind, amounts in (("requests", task.resources.requests), ("limits", task.resources.limits)):
         for name, amount in amounts.as_dict().items():
-            cap = settings.max_resources[name]
+            cap, named = caps[name]
             if quantity.parse(amount) > quantity.parse(cap):
-                errors.append(f"spec.resources.{kind}.{name}: {amount} is above the cap {cap}")
+                errors.append(f"spec.resources.{kind}.{name}: {amount} is above {named}")
     return errors
 
 

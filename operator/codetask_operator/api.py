@@ -10,7 +10,7 @@ both together at 192 KiB of UTF-8.
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -23,6 +23,8 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 KIND: Final = "CodeTask"
 PLURAL: Final = "codetasks"
+POOL_KIND: Final = "CodeTaskPool"
+POOL_PLURAL: Final = "codetaskpools"
 
 KIB: Final = 1024
 CODE_MAX_LENGTH: Final = 128 * KIB
@@ -220,6 +222,16 @@ LabelValue = Annotated[
     str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 ]
 ObjectName = Annotated[str, Field(min_length=1, max_length=253)]
+PoolName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    ),
+]
+NamespacePattern = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[-a-z0-9*?]+$")]
+"""A namespace name, or a glob of `*` (any run of characters) and `?` (one character)."""
 
 
 class _Model(BaseModel):
@@ -489,6 +501,13 @@ class CodeTaskSpec(_Model):
         description="Set to true to stop the task: its pod is stopped and it ends Cancelled. "
         "Cannot be unset.",
     )
+    pool: PoolName | None = Field(
+        None,
+        description="The CodeTaskPool to run in: where its pods are placed (nodes, tolerations, "
+        "runtime class), its runner image and its resource class. The pool must allow the "
+        "task's namespace. Unset: the pool that is the namespace's default (defaultFor), if "
+        "one is, else the operator's own settings.",
+    )
 
 
 class Condition(_Model):
@@ -624,6 +643,96 @@ class CodeTaskStatus(_Model):
     )
     queue_position: int | None = Field(
         None, ge=1, description="1-based place among Queued tasks; unset when not Queued."
+    )
+    pool: str | None = Field(
+        None, description="The CodeTaskPool of the current or last attempt; unset: none."
+    )
+
+
+class TolerationOperator(StrEnum):
+    """How a toleration matches a taint's value."""
+
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    """The taint effect a toleration matches."""
+
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(_Model):
+    """A toleration of the pool's pods (core/v1 Toleration)."""
+
+    key: str | None = Field(
+        None,
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="Taint key; unset with operator Exists: every taint.",
+    )
+    operator: TolerationOperator | None = Field(None, description="Exists or Equal (unset: Equal).")
+    value: LabelValue | None = Field(None, description="Taint value, with Equal.")
+    effect: TaintEffect | None = Field(None, description="Effect to match; unset: all.")
+    toleration_seconds: int | None = Field(
+        None,
+        ge=0,
+        description="With NoExecute: how long the pod stays bound to a node after the taint.",
+    )
+
+
+class CodeTaskPoolSpec(_Model):
+    """A pool of runners that cluster admins define: which namespaces' tasks may run in it,
+    where its pods run and with what. Changes apply to attempts that start afterwards."""
+
+    namespaces: list[NamespacePattern] = Field(
+        min_length=1,
+        max_length=64,
+        description="Namespaces whose tasks may name this pool: names or globs such as team-*; "
+        "* for all.",
+    )
+    default_for: list[NamespacePattern] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Namespaces whose tasks that name no pool run in this one (names or globs); "
+        "these may use it too. A namespace two pools are the default for must name one.",
+    )
+    languages: list[Language] = Field(
+        default_factory=list,
+        max_length=len(Language),
+        description="Languages of the code tasks it runs; empty: all. Agent and custom-image "
+        "tasks are placed by the pool whatever their language.",
+    )
+    image: str | None = Field(
+        None,
+        min_length=1,
+        max_length=512,
+        description="Runner image of its code tasks (one that speaks the runner contract, e.g. "
+        "the operator's runner with more packages). Unset: the operator's runner image.",
+    )
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="The pool's class: its tasks' requests and limits where a task sets none, "
+        "and the most a task in it may ask for (the limits; unset: the operator's caps).",
+    )
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Node labels its pods require."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints its pods tolerate."
+    )
+    affinity: dict[str, Any] | None = Field(
+        None,
+        description="The pods' affinity (core/v1 Affinity: nodeAffinity, podAffinity, "
+        "podAntiAffinity), as in a pod spec.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    runtime_class_name: PoolName | None = Field(
+        None,
+        description="The RuntimeClass its pods run with (a sandbox such as gVisor or Kata); it "
+        "must exist. Unset: the node's default runtime.",
     )
 
 

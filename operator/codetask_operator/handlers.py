@@ -20,6 +20,7 @@ from codetask_operator import access, api, jobs, metrics, namespace_discovery
 from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect, login
+from codetask_operator.pool_catalog import Catalog
 from codetask_operator.reconcile import Reconciler, Registry, TaskState, final_spec, guarded
 from codetask_operator.status import slim
 
@@ -34,6 +35,11 @@ HANDLERS = kopf.OperatorRegistry()
 with (importing one costs ~35 MB); it logs in as the operator's own calls do."""
 kopf.on.login(registry=HANDLERS)(login)
 _runtime: dict[str, Any] = {}
+
+
+def use_catalog(catalog: Catalog) -> None:
+    """The process's pool catalog, for the reconciler the startup handler makes."""
+    _runtime["catalog"] = catalog
 
 
 def _reconciler() -> Reconciler:
@@ -74,7 +80,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     _runtime["client"] = client
     beats = Heartbeats(config.redis_url, config.heartbeat_ttl_seconds) if config.redis_url else None
     _runtime["heartbeats"] = beats
-    reconciler = Reconciler(Kube(client), config, registry, heartbeats=beats)
+    reconciler = Reconciler(
+        Kube(client), config, registry, heartbeats=beats, catalog=_runtime["catalog"]
+    )
     _runtime["reconciler"] = reconciler
     namespace_discovery.on_change(reconciler.isolation.forget)
     if config.max_running or config.max_running_per_namespace:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from codetask_operator import api, quantity
+from codetask_operator.pools import Pool
 from codetask_operator.settings import Settings
 
 JOB_NAME_MAX: Final = 52
@@ -35,6 +36,8 @@ LABEL_TASK_UID: Final = "codetask.dev/task-uid"
 LABEL_ATTEMPT: Final = "codetask.dev/attempt"
 LABEL_MODE: Final = "codetask.dev/mode"
 """On task pods: ``code`` or ``agent``, what the task NetworkPolicies select them by."""
+LABEL_POOL: Final = "codetask.dev/pool"
+"""On the Jobs and pods of a task that runs in a CodeTaskPool: its name."""
 RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
 
 _LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -97,21 +100,31 @@ def input_annotations(spec: api.CodeTaskSpec) -> dict[str, str]:
     return annotations
 
 
-def resources(asked: api.Resources, settings: Settings) -> dict[str, dict[str, str]]:
-    """The pod's requests and limits: the task's amounts over the operator's defaults.
+def resources(
+    asked: api.Resources, settings: Settings, pool: Pool | None = None
+) -> dict[str, dict[str, str]]:
+    """The pod's requests and limits: the task's amounts over its pool's class, over the
+    operator's defaults.
 
-    A request the task sets above a default limit raises that limit, a limit it sets below a
-    default request lowers that request. Both set and inconsistent is admission's to refuse.
+    Where a request comes out above its limit, the amount from the weaker source yields (the
+    task's own beat the pool's, which beat the defaults): a request the task sets above a default
+    limit raises that limit, a pool's limit below a default request lowers that request. Both set
+    by the task and inconsistent is admission's to refuse.
     """
-    asked_requests, asked_limits = asked.requests.as_dict(), asked.limits.as_dict()
+    class_ = pool.spec.resources if pool and pool.spec else api.Resources()
+    sources = (  # weakest first
+        (settings.default_requests, settings.default_limits),
+        (class_.requests.as_dict(), class_.limits.as_dict()),
+        (asked.requests.as_dict(), asked.limits.as_dict()),
+    )
     requests, limits = {}, {}
     for name in RESOURCE_NAMES:
-        request = asked_requests.get(name, settings.default_requests[name])
-        limit = asked_limits.get(name, settings.default_limits[name])
+        request_rank, request = max((r, s[0][name]) for r, s in enumerate(sources) if name in s[0])
+        limit_rank, limit = max((r, s[1][name]) for r, s in enumerate(sources) if name in s[1])
         if quantity.parse(request) > quantity.parse(limit):
-            if name not in asked_limits:
+            if request_rank > limit_rank:
                 limit = request
-            elif name not in asked_requests:
+            elif request_rank < limit_rank:
                 request = limit
         requests[name], limits[name] = request, limit
     return {"requests": requests, "limits": limits}
@@ -217,6 +230,7 @@ def _container(
     attempt: int,
     settings: Settings,
     redis: RedisAccess | None,
+    pool: Pool | None,
 ) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
     container: dict[str, Any] = {
@@ -229,13 +243,13 @@ def _container(
         if spec.agent.input_config_map is not None:
             mounts.append({"name": "files", "mountPath": FILES_DIR, "readOnly": True})
     elif spec.code is not None:
-        container["image"] = settings.runner_image
+        container["image"] = (pool and pool.spec and pool.spec.image) or settings.runner_image
         mounts.insert(0, {"name": "input", "mountPath": INPUT_DIR, "readOnly": True})
     else:
         container.update(image=spec.image, command=spec.command, args=spec.args)
     container.update(
         env=_env(task_name, namespace, spec, attempt, settings, redis),
-        resources=resources(spec.resources, settings),
+        resources=resources(spec.resources, settings, pool),
         volumeMounts=mounts,
         terminationMessagePath=RESULT_PATH,
         terminationMessagePolicy="FallbackToLogsOnError",
@@ -269,6 +283,25 @@ def _volumes(spec: api.CodeTaskSpec, scratch_limit: str) -> list[dict[str, Any]]
     return volumes
 
 
+def placement(pool: Pool | None) -> dict[str, Any]:
+    """The pod spec fields that put a pool's pods where the pool says: none without a pool."""
+    if pool is None or pool.spec is None:
+        return {}
+    spec = pool.spec
+    fields: dict[str, Any] = {}
+    if spec.node_selector:
+        fields["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        fields["tolerations"] = [
+            t.model_dump(mode="json", exclude_none=True) for t in spec.tolerations
+        ]
+    if spec.affinity:
+        fields["affinity"] = spec.affinity
+    if spec.runtime_class_name:
+        fields["runtimeClassName"] = spec.runtime_class_name
+    return fields
+
+
 def build_job(
     task_name: str,
     task_uid: str,
@@ -277,11 +310,15 @@ def build_job(
     attempt: int,
     settings: Settings,
     redis: RedisAccess | None = None,
+    pool: Pool | None = None,
 ) -> dict[str, Any]:
-    """The Job for one attempt of a validated CodeTask spec; `redis`, the attempt's own access
-    (never the operator's credential: the pod's code can read whatever the pod holds)."""
-    container = _container(task_name, namespace, spec, attempt, settings, redis)
+    """The Job for one attempt of a validated CodeTask spec in `pool` (None: the operator's own
+    settings); `redis`, the attempt's own access (never the operator's credential: the pod's
+    code can read whatever the pod holds)."""
+    container = _container(task_name, namespace, spec, attempt, settings, redis, pool)
     labels = labels_for(task_name, task_uid, attempt)
+    if pool is not None:
+        labels[LABEL_POOL] = _label_value(pool.name)
     mode = "agent" if spec.agent is not None else "code"
     # Services and NetworkPolicies select pods: a task's own label could route a Service's traffic
     # to it or widen its network, so only the keys the operator allows reach the pod.
@@ -320,6 +357,7 @@ def build_job(
                     "volumes": _volumes(
                         spec, container["resources"]["limits"]["ephemeral-storage"]
                     ),
+                    **placement(pool),
                 },
             },
         },

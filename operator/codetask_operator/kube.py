@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
@@ -174,6 +174,17 @@ class ApiClient:
             API_RETRIES.labels(str(status or "connection")).inc()
             log.debug("retrying %s %s in %.1fs after %s", method, path, delay, error)
             await asyncio.sleep(delay)
+
+    async def watch(self, path: str) -> AsyncIterator[dict[str, Any]]:
+        """The events of a watch request (`?watch=1...`), one JSON object a line, until the API
+        server ends it. An error answer raises ApiError; nothing is retried."""
+        async with self.session.get(path, timeout=aiohttp.ClientTimeout(sock_read=None)) as resp:
+            if resp.status >= 400:
+                raise ApiError(resp.status, resp.reason or "", await resp.text())
+            async for line in resp.content:
+                if line.strip():
+                    event: dict[str, Any] = json.loads(line)
+                    yield event
 
 
 async def connect() -> ApiClient:

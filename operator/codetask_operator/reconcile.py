@@ -32,12 +32,14 @@ from codetask_operator import (
     jobs,
     lifecycle,
     metrics,
+    pools,
     redis_access,
     status,
 )
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.isolation import Isolation
 from codetask_operator.kube import ApiError, Kube, NotOurs
+from codetask_operator.pool_catalog import Catalog
 from codetask_operator.settings import Settings
 from codetask_operator.status import Outcome, PodView
 
@@ -260,9 +262,11 @@ class Reconciler:
         registry: Registry,
         rng: random.Random | None = None,
         heartbeats: Heartbeats | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.kube = kube
         self.heartbeats = heartbeats
+        self.catalog = catalog
         self.settings = settings
         self.registry = registry
         self.rng = rng or random.Random()
@@ -693,10 +697,12 @@ class Reconciler:
         self.post_event(state, "Warning", str(api.Reason.INVALID_SPEC), message)
 
     async def _start(self, state: TaskState, spec: api.CodeTaskSpec, attempt: int) -> None:
-        errors = admission.validate(state.spec or {}, self.settings)
+        known = await self.catalog.with_fresh(spec.pool) if self.catalog else {}
+        errors = admission.validate(state.spec or {}, self.settings, state.namespace, known)
         if errors:
             await self._invalid(state, "; ".join(errors))
             return
+        pool, _ = pools.choose(spec.pool, state.namespace, known)
         if (unchecked := self._unchecked(state, spec)) is not None:
             await self._invalid(state, unchecked)
             return
@@ -714,6 +720,7 @@ class Reconciler:
             attempt,
             self.settings,
             await self._redis_access(state, attempt),
+            pool,
         )
         try:
             name = await self.kube.create_job(state.namespace, manifest, state.uid)
@@ -751,6 +758,8 @@ class Reconciler:
                 "observedGeneration": state.generation,
             }
         )
+        if pool is not None or state.status.get("pool") is not None:
+            patch["pool"] = pool.name if pool else None
         state.new_attempt()
         self._hold(state, patch)
         self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from codetask_operator.crd import custom_resource_definition
+from codetask_operator.crd import custom_resource_definition, pool_resource_definition
 
 
 def _type(node: Mapping[str, Any]) -> str:
@@ -70,6 +70,20 @@ def render() -> str:
             "|---|---|---|---|",
         ]
         lines += list(_rows(schema[part], part))
+    version = pool_resource_definition()["spec"]["versions"][0]
+    pool = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    lines += [
+        "",
+        "# CodeTaskPool reference (codetask.dev/v1alpha1, cluster-scoped)",
+        "",
+        "`kubectl explain codetaskpool.spec` shows the same text.",
+        "",
+        "## spec",
+        "",
+        "| field | type | limits | description |",
+        "|---|---|---|---|",
+        *_rows(pool, "spec"),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -18,8 +18,9 @@ import aiohttp.web
 import kopf
 from pydantic import ValidationError
 
-from codetask_operator import access, admission, api
+from codetask_operator import access, admission, api, pools
 from codetask_operator.kube import Kube, connect
+from codetask_operator.pool_catalog import Catalog
 from codetask_operator.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,24 +34,30 @@ the chart's webhook 5 s)."""
 
 
 def check(
-    operation: str | None, old: Mapping[str, Any] | None, new: Mapping[str, Any], settings: Settings
+    operation: str | None,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+    settings: Settings,
+    namespace: str = "",
+    catalog: Mapping[str, pools.Pool] | None = None,
 ) -> None:
-    """Refuse (AdmissionError, 422, naming each bad field) a change of spec `old` to `new`.
+    """Refuse (AdmissionError, 422, naming each bad field) a change of spec `old` to `new` of a
+    task in `namespace`, with the pools of `catalog`.
 
     An update is checked only against the immutability rules and a raised priority's cap:
     re-checking the whole spec would refuse cancelling a task whose image the operator no longer
-    allows.
+    allows, or whose pool was changed since.
     """
     if operation == "UPDATE" and old is not None:
         errors = admission.validate_update(old, new, settings)
     else:
-        errors = admission.validate(new, settings)
+        errors = admission.validate(new, settings, namespace, catalog)
     if errors:
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
-def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
-    """Add the CodeTask validation handler to `registry`."""
+def register(registry: kopf.OperatorRegistry, config: Settings, catalog: Catalog) -> None:
+    """Add the CodeTask admission handlers to `registry`."""
 
     @kopf.on.validate(
         api.GROUP,
@@ -61,9 +68,15 @@ def register(registry: kopf.OperatorRegistry, config: Settings) -> None:
         registry=registry,
     )
     async def validate_codetask(
-        spec: kopf.Spec, operation: str | None = None, old: kopf.Body | None = None, **_: Any
+        spec: kopf.Spec,
+        meta: kopf.Meta,
+        operation: str | None = None,
+        old: kopf.Body | None = None,
+        **_: Any,
     ) -> None:
-        check(operation, dict(old.spec) if old is not None else None, dict(spec), config)
+        known = await catalog.with_fresh(spec.get("pool")) if operation == "CREATE" else {}
+        previous = dict(old.spec) if old is not None else None
+        check(operation, previous, dict(spec), config, meta.get("namespace") or "", known)
 
     if config.references_key is None:
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -84,3 +84,20 @@ def test_good_task_passes_the_webhook_and_runs(tasks_ns: str, api_client: client
     assert code == 0, stderr
     status = wait_for(api_client, tasks_ns, "good")["status"]
     assert (status["phase"], status["stdout"]) == ("Succeeded", "42\n"), status
+
+
+def test_a_pool_the_namespace_may_not_use_is_refused_and_one_it_may_runs(
+    tasks_ns: str, api_client: client.ApiClient, pool: Callable[..., str]
+) -> None:
+    """Made just before the apply: the webhook reads a pool its catalog does not have yet."""
+    elsewhere, here = pool(namespaces=["someone-else"]), pool(namespaces=[tasks_ns])
+    code, stderr = apply(tasks_ns, "outside", language="python", code="print(1)", pool=elsewhere)
+    assert code != 0
+    expected = f"spec.pool: CodeTaskPool {elsewhere!r} may not be used in namespace {tasks_ns}"
+    assert DENIED + expected in stderr, stderr
+    code, stderr = apply(tasks_ns, "missing", language="python", code="print(1)", pool="no-such")
+    assert DENIED + "spec.pool: CodeTaskPool 'no-such' does not exist" in stderr, stderr
+    code, stderr = apply(tasks_ns, "inside", language="python", code="print(1)", pool=here)
+    assert code == 0, stderr
+    status = wait_for(api_client, tasks_ns, "inside")["status"]
+    assert (status["phase"], status["pool"]) == ("Succeeded", here), status

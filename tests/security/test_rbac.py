@@ -22,10 +22,14 @@ ALLOWED = [
     ("list", "events", ""),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io", ""),
     ("create", "subjectaccessreviews.authorization.k8s.io", ""),
+    ("get", "codetaskpools.codetask.dev", ""),
+    ("list", "codetaskpools.codetask.dev", ""),
+    ("watch", "codetaskpools.codetask.dev", ""),
 ]
 CLUSTER_WIDE = {
     "customresourcedefinitions.apiextensions.k8s.io",
     "subjectaccessreviews.authorization.k8s.io",
+    "codetaskpools.codetask.dev",
 }
 """Granted by the ClusterRole however the namespaces are served (kopf reads the CRD; the webhook
 asks about a creator's access)."""
@@ -43,6 +47,9 @@ DENIED = [
     ("update", "jobs.batch", ""),
     ("get", "nodes", ""),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ""),
+    # Pools are the cluster admins': the operator only reads them.
+    ("create", "codetaskpools.codetask.dev", ""),
+    ("patch", "codetaskpools.codetask.dev", ""),
     ("*", "*", ""),
 ]
 

@@ -33,8 +33,10 @@ def nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str,
         yield from nodes(node["additionalProperties"], f"{path}[*]")
 
 
-def test_crds_directory_is_not_stale() -> None:
-    assert COMMITTED.read_text(encoding="utf-8") == crd.render(), (
+@pytest.mark.parametrize("name", list(crd.DEFINITIONS))
+def test_crds_directory_is_not_stale(name: str) -> None:
+    committed = COMMITTED.parent / name
+    assert committed.read_text(encoding="utf-8") == crd.render(name), (
         "crds/ is stale: run `python -m codetask_operator.crd --write crds/`"
     )
 
@@ -76,6 +78,37 @@ def test_preserve_unknown_fields_only_on_status_kopf() -> None:
     assert preserved == [".status.kopf"]
 
 
+def pool_schema() -> dict[str, Any]:
+    version = crd.pool_resource_definition()["spec"]["versions"][0]
+    root: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return root
+
+
+def test_pool_schema_is_structural_and_explained() -> None:
+    for path, node in nodes(pool_schema()):
+        assert not FORBIDDEN & node.keys(), path
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), path
+        if path.startswith(".spec") and not path.endswith(("[]", "[*]")):
+            assert node.get("description"), f"kubectl explain codetaskpool{path} would be empty"
+
+
+def test_pool_affinity_alone_keeps_unknown_fields() -> None:
+    preserved = [
+        p for p, n in nodes(pool_schema()) if n.get("x-kubernetes-preserve-unknown-fields")
+    ]
+    assert preserved == [".spec.affinity"]
+    assert (
+        "additionalProperties" not in pool_schema()["properties"]["spec"]["properties"]["affinity"]
+    )
+
+
+def test_pools_are_cluster_scoped_without_status() -> None:
+    spec = crd.pool_resource_definition()["spec"]
+    assert spec["scope"] == "Cluster" and spec["names"]["shortNames"] == ["ctp"]
+    assert "subresources" not in spec["versions"][0]
+    assert pool_schema()["properties"]["spec"]["required"] == ["namespaces"]
+
+
 def test_every_spec_and_status_field_is_explained() -> None:
     for path, node in nodes(schema()):
         if path.startswith((".spec", ".status")) and not path.endswith(("[]", "[*]")):
@@ -112,12 +145,12 @@ def test_names_scope_and_subresources() -> None:
     assert version["subresources"] == {"status": {}}
 
 
-def test_printer_columns_show_the_outcome_and_wide_adds_reason_node_job() -> None:
+def test_printer_columns_show_the_outcome_and_wide_adds_reason_node_job_pool() -> None:
     columns = crd.custom_resource_definition()["spec"]["versions"][0]["additionalPrinterColumns"]
     default = [c["name"] for c in columns if "priority" not in c]
     wide = [c["name"] for c in columns if c.get("priority") == 1]
     assert default == ["Phase", "Exit", "Duration", "Attempts", "Age"]
-    assert wide == ["Reason", "Node", "Job"]
+    assert wide == ["Reason", "Node", "Job", "Pool"]
     status = schema()["properties"]["status"]["properties"]
     for column in columns:
         field = column["jsonPath"].split(".")[-1]
@@ -137,6 +170,7 @@ def test_write_creates_the_file_the_printer_prints(
 ) -> None:
     crd.main(["--write", str(tmp_path)])
     crd.main([])
-    written = (tmp_path / "codetask.dev_codetasks.yaml").read_text(encoding="utf-8")
-    assert written == capsys.readouterr().out
-    assert yaml.safe_load(written)["metadata"]["name"] == "codetasks.codetask.dev"
+    written = [(tmp_path / name).read_text(encoding="utf-8") for name in crd.DEFINITIONS]
+    assert "---\n".join(written) == capsys.readouterr().out
+    names = [yaml.safe_load(text)["metadata"]["name"] for text in written]
+    assert names == ["codetasks.codetask.dev", "codetaskpools.codetask.dev"]

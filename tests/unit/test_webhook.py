@@ -6,7 +6,7 @@ from typing import Any
 import kopf
 import pytest
 
-from codetask_operator import webhook
+from codetask_operator import pools, webhook
 from codetask_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -113,3 +113,22 @@ def test_webhook_server_uses_the_mounted_certificate_and_kopf_manages_no_configu
     assert (server.addr, server.port) == ("0.0.0.0", 9555)
     assert (server.certfile, server.pkeyfile) == (tmp_path / "tls.crt", tmp_path / "tls.key")
     assert settings.admission.managed is None
+
+
+def test_a_pool_is_checked_for_the_tasks_namespace_at_creation_only() -> None:
+    gpu = pools.parse("gpu", {"namespaces": ["team-a"], "languages": ["python"]})
+    known = {"gpu": gpu}
+    webhook.check("CREATE", None, {**CODE, "pool": "gpu"}, SETTINGS, "team-a", known)
+    with pytest.raises(
+        kopf.AdmissionError, match=r"spec\.pool: CodeTaskPool 'gpu' may not be used"
+    ):
+        webhook.check("CREATE", None, {**CODE, "pool": "gpu"}, SETTINGS, "team-b", known)
+    with pytest.raises(
+        kopf.AdmissionError, match=r"spec\.language: CodeTaskPool 'gpu' runs python"
+    ):
+        webhook.check(
+            "CREATE", None, {**CODE, "language": "sh", "pool": "gpu"}, SETTINGS, "team-a", known
+        )
+    # Cancelling a task whose pool is gone (or no longer allows it) still works.
+    stored = {**STORED, "pool": "gpu"}
+    webhook.check("UPDATE", stored, {**stored, "cancel": True}, SETTINGS, "team-b", {})
