@@ -81,9 +81,10 @@ def test_a_pool_no_node_matches_leaves_its_task_unschedulable_with_the_scheduler
     create(api_client, namespace, codetask("t", language="python", code="print(1)", pool=name))
     status = wait_for_reason(api_client, namespace, "t", "Unschedulable")
     assert status["phase"] == "Pending", status
-    # 1.20: "0/1 nodes are available: 1 node(s) didn't match node selector."; newer: "...didn't
-    # match Pod's node affinity/selector."
-    assert "nodes are available" in status["message"] and "selector" in status["message"], status
+    # 1.20: "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity."; newer versions
+    # say "node affinity/selector".
+    assert "nodes are available" in status["message"], status
+    assert "didn't match Pod's node affinity" in status["message"], status
 
 
 def test_the_namespaces_default_pool_runs_a_task_that_names_none(
