@@ -209,11 +209,16 @@ def test_sample_ends_in_the_phase_its_comment_promises(
     release: str, api_client: client.ApiClient, sample: Path
 ) -> None:
     applied = kubectl("apply", "-n", SAMPLES_NS, "-f", str(sample))
-    assert applied.returncode == 0, applied.stderr
-    docs = [d for d in yaml.safe_load_all(sample.read_text()) if d and d["kind"] == "CodeTask"]
-    for doc in docs:
-        status = wait_for(api_client, SAMPLES_NS, doc["metadata"]["name"], timeout=120)["status"]
-        assert status["phase"] == expected_phase(sample), status
+    docs = [d for d in yaml.safe_load_all(sample.read_text()) if d]
+    try:
+        assert applied.returncode == 0, applied.stderr
+        for doc in (d for d in docs if d["kind"] == "CodeTask"):
+            name = doc["metadata"]["name"]
+            status = wait_for(api_client, SAMPLES_NS, name, timeout=120)["status"]
+            assert status["phase"] == expected_phase(sample), status
+    finally:
+        for doc in (d for d in docs if d["kind"] == "CodeTaskPool"):
+            kubectl("delete", "codetaskpool", doc["metadata"]["name"], "--ignore-not-found")
 
 
 def test_a_new_namespace_has_the_task_policies_before_its_first_pod(

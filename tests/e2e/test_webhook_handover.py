@@ -15,7 +15,8 @@ import kopf
 import pytest
 
 from codetask_operator import webhook
-from codetask_operator.kube import login
+from codetask_operator.kube import connect, login
+from codetask_operator.pool_catalog import Catalog
 from codetask_operator.settings import Settings
 from tests.e2e.conftest import free_port
 
@@ -59,10 +60,10 @@ def test_the_webhook_answers_before_between_and_after_kopf_runs(
             assert response["uid"] == uid and response["allowed"] is False
             return 200, response["status"]["message"]
 
-    async def kopf_run(server: webhook.ContinuousServer, seconds: float) -> None:
+    async def kopf_run(server: webhook.ContinuousServer, seconds: float, catalog: Catalog) -> None:
         registry = kopf.OperatorRegistry()
         kopf.on.login(registry=registry)(login)
-        webhook.register(registry, Settings.model_validate({}))
+        webhook.register(registry, Settings.model_validate({}), catalog)
         settings = kopf.OperatorSettings()
         webhook.configure(settings, server)
         stop = asyncio.Event()
@@ -76,15 +77,18 @@ def test_the_webhook_answers_before_between_and_after_kopf_runs(
             kopf.WebhookServer(addr="127.0.0.1", port=port, insecure=True)
         )
         await server.start()
+        client = await connect()
+        catalog = Catalog(client)
+        await catalog.start()
         async with aiohttp.ClientSession() as session:
             assert await verdict(session, "no run yet") == (503, ""), "waited, then 503"
             early = asyncio.create_task(verdict(session, "early"))
-            await kopf_run(server, 3)
+            await kopf_run(server, 3, catalog)
             assert await early == (200, REFUSED), "a call before the first run waits for it"
             started = time.monotonic()
             assert await verdict(session, "between") == (200, REFUSED)
             assert time.monotonic() - started < 0.4, "answered by the stopped run's handler"
-            second = asyncio.create_task(kopf_run(server, 2))
+            second = asyncio.create_task(kopf_run(server, 2, catalog))
             await asyncio.sleep(0.1)
             assert await verdict(session, "second starting") == (200, REFUSED)
             await second
@@ -92,5 +96,7 @@ def test_the_webhook_answers_before_between_and_after_kopf_runs(
             await server.close()
             with pytest.raises(aiohttp.ClientConnectionError):
                 await verdict(session, "closed")
+        await catalog.close()
+        await client.close()
 
     asyncio.run(scenario())
