@@ -99,6 +99,29 @@ def crd(kubeconfig: str) -> None:
     )
 
 
+SECOND_NODE_LABEL = "codetask.dev/second-node"
+"""Label and NoSchedule taint of the local cluster's node 2 (hack/cluster/node2.sh): only pods that
+tolerate it run there."""
+SECOND_NODE_TOLERATION = {"key": SECOND_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}
+
+
+@pytest.fixture
+def second_node(api_client: object) -> str:
+    """The name of the cluster's second node (Ready); the test is skipped, saying so, where the
+    cluster has one node only."""
+    from kubernetes import client
+
+    nodes = client.CoreV1Api(api_client).list_node(label_selector=f"{SECOND_NODE_LABEL}=true")
+    ready = [
+        n.metadata.name
+        for n in nodes.items
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+    ]
+    if not ready:
+        pytest.skip(f"no Ready node labelled {SECOND_NODE_LABEL}=true: `make cluster NODES=2`")
+    return str(ready[0])
+
+
 @pytest.fixture
 def pool(crd: None, api_client: object) -> Iterator[Callable[..., str]]:
     """Makes cluster-scoped CodeTaskPools with unique names; deletes them afterwards."""

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Make the cluster's CA, serving and client certificates and kubeconfigs (openssl), once per state dir.
+#   certs.sh HOST_IP           node 1 and the control plane (local-up.sh)
+#   certs.sh HOST_IP --node2   only node 2's certificate and kubeconfigs (node2.sh; the CA must exist)
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$PKI"
 cd "$PKI"
 logfile=$LOGS/certs.log
-hip=$1
+hip=$1 mode=${2:-}
 
-[[ -f ca.crt ]] || run "make CA" "$logfile" openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
+if [[ $mode == --node2 ]]; then
+  [[ -f ca.crt && -f ca.key ]] || die "node 2 certificates" "" "no CA in $PKI: bring node 1 up first"
+  # A node 2 certificate made for another node-2 address would fail the API server's check of the
+  # kubelet's serving certificate (--kubelet-certificate-authority): make it again.
+  if [[ -f node2.crt ]] && ! openssl x509 -in node2.crt -noout -text | grep "IP Address:$N2_IP\b" >/dev/null; then
+    rm -f node2.crt node2.key
+  fi
+fi
+
+[[ $mode == --node2 || -f ca.crt ]] || run "make CA" "$logfile" openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
   -keyout ca.key -out ca.crt -subj "/CN=codetask-local-ca"
-[[ -f sa.key ]] || {
+[[ $mode == --node2 || -f sa.key ]] || {
   run "make service-account key" "$logfile" openssl genrsa -out sa.key 2048
   run "make service-account key" "$logfile" openssl rsa -in sa.key -pubout -out sa.pub
 }
@@ -29,18 +40,10 @@ cert() {
   rm -f "$name.csr" "$name.ext"
 }
 
-cert apiserver "/CN=kube-apiserver" \
-  "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$SERVICE_IP,IP:$hip"
-cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
-cert admin "/O=system:masters/CN=codetask-admin"
-cert controller-manager "/CN=system:kube-controller-manager"
-cert scheduler "/CN=system:kube-scheduler"
-cert kube-proxy "/CN=system:kube-proxy"
-cert node "/O=system:nodes/CN=system:node:$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1,IP:$hip"
-
-# kubeconfig NAME USER: a kubeconfig for a client certificate.
+# kubeconfig NAME USER [SERVER]: a kubeconfig for a client certificate (default server: this host's
+# loopback, which is not the host from inside node 2's network namespace).
 kubeconfig() {
-  local out=$STATE/$1.kubeconfig user=$2
+  local out=$STATE/$1.kubeconfig user=$2 server=${3:-https://127.0.0.1:$API_PORT}
   cat >"$out" <<KC
 apiVersion: v1
 kind: Config
@@ -48,7 +51,7 @@ clusters:
 - name: codetask-local
   cluster:
     certificate-authority-data: $(base64 -w0 ca.crt)
-    server: https://127.0.0.1:$API_PORT
+    server: $server
 users:
 - name: $user
   user:
@@ -61,6 +64,25 @@ current-context: codetask-local
 KC
   chmod 600 "$out"
 }
+if [[ $mode == --node2 ]]; then
+  # Node 2 reaches the API server at the host's own IP ($hip) through its veth and the host's routing:
+  # that address is already in the serving certificate's SANs, so the running API server needs no
+  # new certificate. (The host's veth address $N2_HOST_IP is NOT in them.)
+  cert node2 "/O=system:nodes/CN=system:node:$N2_NAME" "DNS:$N2_NAME,IP:$N2_IP"
+  kubeconfig node2-kubelet node2 "https://$hip:$API_PORT"
+  kubeconfig node2-kube-proxy kube-proxy "https://$hip:$API_PORT"
+  exit 0
+fi
+
+cert apiserver "/CN=kube-apiserver" \
+  "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$SERVICE_IP,IP:$hip"
+cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+cert admin "/O=system:masters/CN=codetask-admin"
+cert controller-manager "/CN=system:kube-controller-manager"
+cert scheduler "/CN=system:kube-scheduler"
+cert kube-proxy "/CN=system:kube-proxy"
+cert node "/O=system:nodes/CN=system:node:$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1,IP:$hip"
+
 kubeconfig admin admin
 kubeconfig controller-manager controller-manager
 kubeconfig scheduler scheduler

@@ -89,3 +89,39 @@ hold_up_lock() {
   flock -x 7
   export CODETASK_UP_LOCK_HELD=1
 }
+
+# --- Node 2 (hack/cluster/node2.sh, NODE2.md): a second node in network and mount namespaces of its
+# own, on the same machine. Node 1 keeps every name above unchanged.
+N2_NAME=codetask-node2                 # kubelet --hostname-override, Node name, cert CN suffix
+N2_TAINT=codetask.dev/second-node      # node 2's taint (NoSchedule) and label: only pods that
+                                       # tolerate it run there, so one-node tests stay on node 1
+N2_NETNS=codetask-node2                # ip netns name: /run/netns/codetask-node2
+N2_POD_CIDR=10.89.0.0/16               # node 2's CNI bridge range (node 1: POD_CIDR=10.88.0.0/16)
+CLUSTER_CIDR=10.88.0.0/15              # both pod ranges: node 2's kube-proxy --cluster-cidr
+N2_LINK_CIDR=10.250.2.0/30             # the veth link host <-> node 2
+N2_LINK_PREFIX=30
+N2_HOST_IP=10.250.2.1                  # host end of the veth (host side: ctn2-host)
+N2_IP=10.250.2.2                       # node 2's end (inside the netns: ctn2-node); its InternalIP
+N2_VETH_HOST=ctn2-host
+N2_VETH_NODE=ctn2-node
+N2_CNI_NAME=codetask-node2
+N2_CNI_BRIDGE=cni-ctn2                 # inside node 2's netns (cannot collide with cni-codetask0)
+N2_CGROUP=codetask-node2               # kubelet cgroupRoot: /codetask-node2/kubepods/...
+N2_STATE=$STATE/node2                  # node 2's "disk": containerd root, kubelet root, pids, configs
+N2_RUN=/run/codetask-node2             # node 2's "/run": containerd state and socket, namespace files
+N2_CTR_SOCK=$N2_RUN/containerd/containerd.sock
+N2_PIDS=$N2_STATE/pids
+N2_LOGS=$LOGS/node2
+N2_KUBELET_DIR=$N2_STATE/kubelet
+
+ctr_n2() { ctr --address "$N2_CTR_SOCK" -n k8s.io "$@"; }
+# n2_pid_alive NAME: node 2's NAME runs. Its command line must name node 2's files: after a `node2.sh
+# kill` the PID files stay, and a PID reused by an unrelated process must not pass (or be killed).
+n2_pid_alive() {
+  local pid
+  [[ -f $N2_PIDS/$1.pid ]] || return 1
+  pid=$(cat "$N2_PIDS/$1.pid")
+  kill -0 "$pid" 2>/dev/null && grep -qa node2 "/proc/$pid/cmdline" 2>/dev/null
+}
+# n2_runtime_up: node 2's containerd answers (images are loaded into it too).
+n2_runtime_up() { n2_pid_alive containerd && ctr --address "$N2_CTR_SOCK" version >/dev/null 2>&1; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop exactly what local-up.sh started (PID files), unmount its mounts, remove its network state.
+# Stop exactly what local-up.sh started (PID files), unmount its mounts, remove its network state;
+# node 2 (node2.sh down) first when there is one.
 # Keeps the binary cache. With --quiet, says nothing when there is nothing to stop.
 source "$(dirname "$0")/lib.sh"
 quiet=${1:-}
@@ -18,6 +19,9 @@ stop() {
   fi
   rm -f "$pidfile"
 }
+
+# Node 2 first (hack/cluster/node2.sh): it cannot outlive node 1's control plane and state.
+"$(dirname "$0")/node2.sh" down "$quiet"
 
 stop kubelet
 stop kube-proxy

@@ -1,4 +1,5 @@
-"""The cluster itself: a Ready node, Jobs that run and time out, logs, and Service IPs from pods."""
+"""The cluster itself: Ready nodes, Jobs that run and time out, logs, Service IPs from pods, and
+pods on the second node that reach pods, Services and the API server on the first."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 from typing import Any
 
 from kubernetes import client
+
+from tests.conftest import SECOND_NODE_LABEL, SECOND_NODE_TOLERATION
 
 IMAGE = os.environ.get("RUNNER_IMAGE", "codetask-runner:dev")
 
@@ -131,3 +134,60 @@ def test_pod_reaches_api_server_through_the_kubernetes_service_with_its_token(
     assert result["host"] == service_ip
     assert result["with_token"] == 200
     assert result["without_token"] in (401, 403)
+
+
+ACROSS = """
+import json, os, ssl, sys, urllib.request, urllib.error
+pod_ip, service_ip = sys.argv[1], sys.argv[2]
+def status(url, **kw):
+    try:
+        with urllib.request.urlopen(url, timeout=10, **kw) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+env = os.environ
+api = "https://%s:%s/version" % (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"])
+print(json.dumps({"pod": status("http://%s:8080/" % pod_ip),
+                  "service": status("http://%s/" % service_ip),
+                  "api": status(api, context=ssl._create_unverified_context())}))
+"""
+
+
+def test_a_pod_on_the_second_node_reaches_a_pod_a_service_and_the_api_server_on_the_first(
+    api_client: client.ApiClient, namespace: str, second_node: str
+) -> None:
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    server = job("server", ["python3", "-m", "http.server", "8080", "--directory", "/tmp"])
+    template = server["spec"]["template"]
+    template["metadata"] = {"labels": {"app": "server"}}
+    batch.create_namespaced_job(namespace, server)
+    core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "server"},
+            "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    )
+    end = time.monotonic() + 60
+    while (
+        not (pod := pod_of(core, namespace, "server")).status.pod_ip
+        or not pod.status.container_statuses
+        or not pod.status.container_statuses[0].ready
+    ):
+        assert time.monotonic() < end, pod.status
+        time.sleep(0.3)
+    assert pod.spec.node_name != second_node, "the untolerated server went to the tainted node"
+    service_ip = core.read_namespaced_service("server", namespace).spec.cluster_ip
+    client_job = job("client", ["python3", "-c", ACROSS, pod.status.pod_ip, service_ip])
+    spec = client_job["spec"]["template"]["spec"]
+    spec["nodeSelector"] = {SECOND_NODE_LABEL: "true"}
+    spec["tolerations"] = [SECOND_NODE_TOLERATION]
+    batch.create_namespaced_job(namespace, client_job)
+    done = wait_job(batch, namespace, "client")
+    client_pod = pod_of(core, namespace, "client")
+    log = core.read_namespaced_pod_log(client_pod.metadata.name, namespace)
+    assert done.status.succeeded == 1, log
+    assert client_pod.spec.node_name == second_node
+    assert json.loads(log.strip().splitlines()[-1]) == {"pod": 200, "service": 200, "api": 200}

@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.conftest import SECOND_NODE_LABEL, SECOND_NODE_TOLERATION
 from tests.e2e.tasks import codetask, create, get, pods_of, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -106,3 +107,23 @@ def test_a_pool_the_namespace_may_not_use_fails_the_task_naming_spec_pool(
     assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec"), status
     assert f"spec.pool: CodeTaskPool {name!r} may not be used in namespace" in status["message"]
     assert pods_of(api_client, namespace) == []
+
+
+def test_a_pool_that_tolerates_the_second_nodes_taint_runs_there_and_other_tasks_do_not(
+    api_client: client.ApiClient, namespace: str, pool: Callable[..., str], second_node: str
+) -> None:
+    name = pool(
+        namespaces=[namespace],
+        nodeSelector={SECOND_NODE_LABEL: "true"},
+        tolerations=[SECOND_NODE_TOLERATION],
+    )
+    create(api_client, namespace, codetask("in-pool", language="sh", code="echo pooled", pool=name))
+    create(api_client, namespace, codetask("plain", language="sh", code="echo plain"))
+    pooled = wait_for(api_client, namespace, "in-pool")["status"]
+    plain = wait_for(api_client, namespace, "plain")["status"]
+    assert (pooled["phase"], pooled["stdout"], pooled["nodeName"]) == (
+        "Succeeded",
+        "pooled\n",
+        second_node,
+    ), pooled
+    assert plain["phase"] == "Succeeded" and plain["nodeName"] != second_node, plain
