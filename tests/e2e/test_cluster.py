@@ -111,8 +111,8 @@ def test_active_deadline_fails_job_with_deadline_exceeded(
 ) -> None:
     """Usually 5.3 s after the create. Once (a CI simulation on 2026-12-05) 1.20's Job controller
     acted 65 s after its start: the delayed resync it queues for the deadline did not come, and a
-    later pod event found the Job past it. The runner enforces timeoutSeconds itself, so a task's
-    code does not outlive its deadline then; only the Job's verdict is late."""
+    later pod event found the Job past it. The runner enforces timeoutSeconds itself, so the code of
+    a code or agent task does not outlive its deadline then (a custom-image task's would)."""
     batch = client.BatchV1Api(api_client)
     start = time.monotonic()
     batch.create_namespaced_job(namespace, job("sleeper", ["sleep", "300"], deadline=5))
