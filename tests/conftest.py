@@ -217,26 +217,16 @@ def redis_operator(
     (one per test module)."""
     from kubernetes import client
 
-    from tests.e2e.conftest import OPERATOR_ENV, free_port
-    from tests.e2e.tasks import Operator
+    from tests.e2e.conftest import namespace_operator
 
-    ns = f"{SESSION}r-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    env = {
-        **os.environ,
-        **OPERATOR_ENV,
-        "CODETASK_NAMESPACES": ns,
+    settings = {
         "CODETASK_REDIS_URL": redis_url,
         "CODETASK_HEARTBEAT_INTERVAL_SECONDS": "1",
         "CODETASK_HEARTBEAT_TTL_SECONDS": str(HEARTBEAT_TTL),
         "CODETASK_SWEEP_INTERVAL_SECONDS": "1",
-        "CODETASK_HEALTH_PORT": str(free_port()),
-        "CODETASK_METRICS_PORT": str(free_port()),
     }
     log = tmp_path_factory.mktemp("redis-operator") / "operator.log"
-    op = Operator([sys.executable, "-m", "codetask_operator"], env, log)
-    op.start()
+    ns, op = namespace_operator(api_client, log, "r", settings)
     yield ns
     op.stop()
-    core.delete_namespace(ns)
+    client.CoreV1Api(api_client).delete_namespace(ns)

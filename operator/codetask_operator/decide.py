@@ -221,7 +221,9 @@ def _attempt(o: Observed, spec: CodeTaskSpec, job_name: str) -> Action:
                 )
             )
         # Kubernetes 1.20's Job controller would start a replacement pod: a second run.
-        return Stop(Outcome(Phase.FAILED, Reason.LOST, f"pod {pod.name} was deleted while it ran"))
+        why = pod.disruption or "evicted, drained or deleted"
+        message = f"pod {pod.name} was stopped while it ran ({why})"
+        return Stop(Outcome(Phase.FAILED, Reason.TERMINATED, message))
     if spec.cancel:
         return Stop(CANCELLED)
     stale = _past_deadline(o, job, spec, RESYNC) and clocks.quiet >= RESYNC

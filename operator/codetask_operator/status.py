@@ -135,6 +135,9 @@ class PodView:
     """The Ready condition; the node controller sets it False when the node stops reporting."""
     phase: str = "Pending"
     """The pod's phase: Succeeded or Failed once every container has stopped (kubelet)."""
+    disruption: str | None = None
+    """Why the cluster is stopping the pod (its DisruptionTarget condition, Kubernetes ≥ 1.26):
+    `EvictionByEvictionAPI` (a drain), `PreemptionByScheduler`, `DeletionByTaintManager`, …"""
 
     @classmethod
     def of(cls, pod: Obj) -> PodView:
@@ -173,12 +176,28 @@ class PodView:
             if status.get("reason") == "Evicted"
             else None,
             phase=status.get("phase") or "Pending",
+            disruption=_disruption(status),
         )
 
     @property
     def stopped(self) -> bool:
         """The kubelet reported every container stopped: nothing of the attempt runs here."""
         return self.phase in ("Succeeded", "Failed")
+
+
+def _disruption(status: Obj) -> str | None:
+    target: Obj = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        ),
+        {},
+    )
+    if not target:
+        return None
+    reason, message = target.get("reason") or "DisruptionTarget", target.get("message")
+    return f"{reason}: {message}" if message else str(reason)
 
 
 def controller_uid(body: Obj) -> str | None:

@@ -7,6 +7,7 @@ been started, so they overlap with the code's own start-up instead of delaying i
 from __future__ import annotations
 
 import os
+import time
 
 from . import log
 from .config import INTERPRETERS, PROGRESS_FILE_NAME, Config
@@ -19,6 +20,10 @@ from .process import (
     runs_as_this_python,
     which,
 )
+
+CLAIM_WAIT = 10.0
+"""How long Redis may refuse the attempt's user before the runner takes it as revoked (seconds):
+the operator sets users again within its sweep interval after Redis comes back."""
 
 TYPE_CHECKING = False  # typing costs ~10 ms at start-up; mypy still reads the block below
 if TYPE_CHECKING:
@@ -66,6 +71,8 @@ class _Session:
         self.reporter: Reporter | None = None
         self.progress: ProgressFile | None = None
         self.progress_path = os.path.join(config.workdir, PROGRESS_FILE_NAME)
+        self.warn = log.Once()
+        """The run's one Redis warning, whatever fails first."""
 
     def prepare(self) -> None:
         """Before the start: create the progress file the code may append to."""
@@ -75,6 +82,39 @@ class _Session:
             self.progress = ProgressFile(self.progress_path)
             self.progress.create()
 
+    def claim(self, watch: SignalWatch) -> None:
+        """Before the start: claim the attempt (claim.py). StartError when another pod has it, or
+        when Redis refuses the attempt's user for CLAIM_WAIT seconds (revoked: the attempt is
+        over), or when stopped while waiting."""
+        config = self.config
+        if not config.redis_url:
+            return
+        from .claim import ClaimError, UserRefused, claim
+
+        give_up = time.monotonic() + CLAIM_WAIT
+        while True:
+            try:
+                ours = claim(config.redis_url, f"{config.redis_prefix}:claim", config.pod)
+                break
+            except UserRefused as exc:
+                if watch.stop_signals or time.monotonic() > give_up:
+                    raise StartError(
+                        f"Redis refused attempt {config.attempt}'s user ({exc}) for "
+                        f"{CLAIM_WAIT:.0f}s: revoked, the attempt is over; not run"
+                    ) from None
+                time.sleep(0.5)
+            except ClaimError as exc:
+                self.warn(
+                    f"warning: Redis unavailable (claim: {exc}); the code runs unclaimed, and "
+                    "heartbeats, progress or the result may be missing from Redis"
+                )
+                return
+        if not ours:
+            raise StartError(
+                f"attempt {config.attempt} was claimed by another pod already; "
+                "not run a second time"
+            )
+
     def started(self, pid: int) -> None:
         """Right after the start: begin heartbeats; load what the end will need."""
         from . import result  # noqa: F401  (what the end needs, loaded while the code starts)
@@ -82,7 +122,7 @@ class _Session:
         if self.config.redis_url:
             from .heartbeat import Reporter
 
-            self.reporter = Reporter(self.config)
+            self.reporter = Reporter(self.config, self.warn)
             self.reporter.start(pid)
 
     def tick(self, final: bool) -> None:
@@ -100,7 +140,7 @@ class _Session:
         from .result import document, encode
 
         if self.reporter is None:
-            self.reporter = Reporter(self.config)
+            self.reporter = Reporter(self.config, self.warn)
         self.reporter.finish(encode(document(outcome)).decode())
 
 
@@ -131,6 +171,7 @@ def _run_code(config: Config, watch: SignalWatch, session: _Session) -> Outcome:
     ooms_before = oom_kills()
     try:
         argv = command(config, os.environ.get("PATH", os.defpath))
+        session.claim(watch)
         session.prepare()
         finished = run(
             argv,

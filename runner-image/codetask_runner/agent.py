@@ -351,6 +351,7 @@ def run_agent(config: Config, watch: SignalWatch, session: _Session) -> Outcome:
             os.close(os.open(stream_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC))
         except OSError as exc:
             raise StartError(f"cannot create {stream_path}: {exc.strerror}") from None
+        session.claim(watch)
         finished = run(
             argv,
             child_environment(os.environ),

@@ -41,7 +41,7 @@ class Reporter:
     """Writes the keys of docs/runner-contract.md ("Redis") for one run: only its attempt's, under
     `CODETASK_REDIS_PREFIX` (the attempt's own Redis user may write nothing else)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, warn: log.Once) -> None:
         self._url = config.redis_url or ""
         prefix = config.redis_prefix
         self.heartbeat_key = f"{prefix}:heartbeat"
@@ -64,7 +64,7 @@ class Reporter:
         self._final: str | None = None
         self._thread: threading.Thread | None = None
         self._final_written = False
-        self._warn = log.Once()
+        self._warn = warn
 
     def start(self, pid: int | None) -> None:
         """Start heartbeats for the code's main process ``pid``."""

@@ -19,7 +19,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,8 +32,7 @@ import redis
 from kubernetes import client
 
 from tests.chaos.disrupt import Restart, cluster_disruption, require_local_cluster, restart
-from tests.conftest import SESSION
-from tests.e2e.conftest import OPERATOR_ENV, free_port
+from tests.chaos.nodes import own_operator
 from tests.e2e.tasks import FINAL, Operator, codetask, create, get, jobs_of
 
 pytestmark = [pytest.mark.long, pytest.mark.timeout(900)]
@@ -135,25 +133,7 @@ class Fleet:
     plan: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def operator(self, with_redis: bool) -> str:
-        ns = f"{SESSION}n-{uuid.uuid4().hex[:6]}"
-        client.CoreV1Api(self.api).create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=ns))
-        )
-        env = {
-            **os.environ,
-            **OPERATOR_ENV,
-            "CODETASK_NAMESPACES": ns,
-            "CODETASK_HEARTBEAT_INTERVAL_SECONDS": "2",
-            "CODETASK_HEARTBEAT_TTL_SECONDS": str(TTL),
-            "CODETASK_SWEEP_INTERVAL_SECONDS": "1",
-            "CODETASK_HEALTH_PORT": str(free_port()),
-            "CODETASK_METRICS_PORT": str(free_port()),
-        }
-        env.pop("CODETASK_REDIS_URL", None)
-        if with_redis:
-            env["CODETASK_REDIS_URL"] = self.redis_url
-        op = Operator([sys.executable, "-m", "codetask_operator"], env, self.tmp / f"{ns}.log")
-        op.start()
+        ns, op = own_operator(self.api, self.tmp, self.redis_url if with_redis else None, "n", TTL)
         self.operators[ns] = op
         self.kinds[ns] = "redis" if with_redis else "plain"
         return ns

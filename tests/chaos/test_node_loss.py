@@ -6,15 +6,13 @@ link is cut and every process of it is SIGKILLed. No second attempt may start wh
 might still run — a dead node says nothing, so the operator cannot know — and none does until the
 Node object is deleted, which makes the pod garbage collector delete the pod. Then the second
 attempt runs on node 1. The code counts its own runs per attempt in Redis, so "ran once per
-attempt" is the code's own word. One operator has Redis heartbeats, one has none.
+attempt" is the code's own word. One operator has Redis heartbeats, one has none. A task of
+each on node 1 runs through the loss untouched: one attempt, one run.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,14 +22,13 @@ import pytest
 import redis
 from kubernetes import client
 
-from tests.chaos.disrupt import REPO, cluster_disruption, require_local_cluster
-from tests.conftest import SECOND_NODE_LABEL, SECOND_NODE_TOLERATION, SESSION
-from tests.e2e.conftest import OPERATOR_ENV, free_port
-from tests.e2e.tasks import FINAL, Operator, codetask, create, get
+from tests.chaos.disrupt import cluster_disruption, require_local_cluster
+from tests.chaos.nodes import PREFER_NODE2, node2, own_operator
+from tests.conftest import SECOND_NODE_TOLERATION
+from tests.e2e.tasks import FINAL, codetask, create, get
 
 pytestmark = [pytest.mark.long, pytest.mark.timeout(900)]
 
-NODE2 = REPO / "hack/cluster/node2.sh"
 TTL = 6
 SILENT_SECONDS = 60
 """How long after the kill the test watches that no second attempt starts (the node is NotReady
@@ -51,13 +48,6 @@ CODE = (
 )
 
 
-def node2(command: str) -> None:
-    """node2.sh COMMAND, with the disruption lock this test holds."""
-    env = {**os.environ, "CODETASK_DISRUPT_LOCK_HELD": "1"}
-    done = subprocess.run([str(NODE2), command], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 @pytest.fixture
 def lost_node(second_node: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """The disruption lock for the test; node 2 back after it (`restore`: as after a reboot, its
@@ -70,29 +60,6 @@ def lost_node(second_node: str, request: pytest.FixtureRequest) -> Iterator[str]
             node2("restore")
 
 
-def operator(api: client.ApiClient, tmp: Path, redis_url: str | None) -> tuple[str, Operator]:
-    ns = f"{SESSION}l-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=ns))
-    )
-    env = {
-        **os.environ,
-        **OPERATOR_ENV,
-        "CODETASK_NAMESPACES": ns,
-        "CODETASK_HEARTBEAT_INTERVAL_SECONDS": "2",
-        "CODETASK_HEARTBEAT_TTL_SECONDS": str(TTL),
-        "CODETASK_SWEEP_INTERVAL_SECONDS": "1",
-        "CODETASK_HEALTH_PORT": str(free_port()),
-        "CODETASK_METRICS_PORT": str(free_port()),
-    }
-    env.pop("CODETASK_REDIS_URL", None)
-    if redis_url:
-        env["CODETASK_REDIS_URL"] = redis_url
-    op = Operator([sys.executable, "-m", "codetask_operator"], env, tmp / f"{ns}.log")
-    op.start()
-    return ns, op
-
-
 def test_tasks_on_a_lost_node_run_again_on_the_other_only_once_their_pod_is_gone(
     api_client: client.ApiClient,
     crd: None,
@@ -103,26 +70,12 @@ def test_tasks_on_a_lost_node_run_again_on_the_other_only_once_their_pod_is_gone
 ) -> None:
     counts = redis.Redis.from_url(redis_url)
     go = f"loss:go:{uuid.uuid4().hex[:8]}"
-    operators = {"redis": operator(api_client, tmp_path, redis_url)}
-    operators["plain"] = operator(api_client, tmp_path, None)
-    prefer_node2 = {
-        "nodeAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "weight": 100,
-                    "preference": {
-                        "matchExpressions": [
-                            {"key": SECOND_NODE_LABEL, "operator": "In", "values": ["true"]}
-                        ]
-                    },
-                }
-            ]
-        }
-    }
+    operators = {"redis": own_operator(api_client, tmp_path, redis_url, "l", TTL)}
+    operators["plain"] = own_operator(api_client, tmp_path, None, "l", TTL)
     name = pool(
         namespaces=[ns for ns, _ in operators.values()],
         tolerations=[SECOND_NODE_TOLERATION],
-        affinity=prefer_node2,
+        affinity=PREFER_NODE2,
     )
     env = [{"name": "FAULT_REDIS", "value": redis_url}, {"name": "FAULT_GO", "value": go}]
     for ns, _ in operators.values():
@@ -138,6 +91,8 @@ def test_tasks_on_a_lost_node_run_again_on_the_other_only_once_their_pod_is_gone
             timeoutSeconds=600,
         )
         create(api_client, ns, body)
+        # A task without the pool: node 1, which the loss of node 2 must leave alone.
+        create(api_client, ns, codetask("n", language="python", code=CODE, env=env))
     try:
         started = time.monotonic()
         for ns, _ in operators.values():
@@ -146,6 +101,10 @@ def test_tasks_on_a_lost_node_run_again_on_the_other_only_once_their_pod_is_gone
                 assert time.monotonic() - started < 90, get(api_client, ns, "t").get("status")
                 time.sleep(0.3)
             assert counts.get(f"loss:{ns}:t:1:node") == lost_node.encode()
+            while counts.get(f"loss:{ns}:n:1:node") is None:
+                assert time.monotonic() - started < 90, get(api_client, ns, "n").get("status")
+                time.sleep(0.3)
+            assert counts.get(f"loss:{ns}:n:1:node") != lost_node.encode()
 
         node2("kill")
         killed = time.time()
@@ -192,6 +151,13 @@ def test_tasks_on_a_lost_node_run_again_on_the_other_only_once_their_pod_is_gone
             assert second_started > deleted, (kind, second_started - deleted)
             assert counts.get(f"loss:{ns}:t:2:node") != lost_node.encode(), kind
             assert status["stdout"].startswith("done on "), status
+            untouched = get(api_client, ns, "n").get("status") or {}
+            assert (untouched.get("phase"), untouched.get("attempts")) == ("Succeeded", 1), (
+                kind,
+                untouched,
+            )
+            assert not untouched.get("history"), (kind, untouched)
+            assert counts.get(f"loss:{ns}:n:1:runs") == b"1", kind
         print(
             f"\nnode 2 killed; no second attempt for {SILENT_SECONDS} s "
             f"(statuses seen: {seen}); its Node deleted {deleted - killed:.0f} s after the kill; "

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
+import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from kubernetes import client
+
 from tests.conftest import SESSION
+from tests.e2e.tasks import Operator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,3 +88,26 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def namespace_operator(
+    api: client.ApiClient, log_path: Path, tag: str, settings: dict[str, str]
+) -> tuple[str, Operator]:
+    """An operator process (started) serving a new namespace `SESSION<tag>-xxxxxx` of its own,
+    with `settings` (CODETASK_* variables) over the tests' defaults; the namespace is returned
+    with it. The operator uses Redis only where `settings` names it."""
+    ns = f"{SESSION}{tag}-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=ns))
+    )
+    env = {
+        **os.environ,
+        **OPERATOR_ENV,
+        "CODETASK_NAMESPACES": ns,
+        "CODETASK_HEALTH_PORT": str(free_port()),
+        "CODETASK_METRICS_PORT": str(free_port()),
+    }
+    env.pop("CODETASK_REDIS_URL", None)
+    op = Operator([sys.executable, "-m", "codetask_operator"], {**env, **settings}, log_path)
+    op.start()
+    return ns, op

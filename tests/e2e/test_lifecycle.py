@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 from kubernetes import client
 
-from tests.conftest import SESSION
-from tests.e2e.conftest import OPERATOR_ENV, free_port
+from tests.e2e.conftest import namespace_operator
 from tests.e2e.tasks import Operator, codetask, create, get, jobs_of, pods_of, wait_for
 
 
@@ -124,20 +120,8 @@ def test_ttl_deletes_the_finished_task_with_its_job(
 @pytest.fixture
 def limited_operator(crd: None, tmp_path: object, api_client: client.ApiClient) -> Iterator[str]:
     """An operator with max 2 running tasks, serving its own namespace."""
-    ns = f"{SESSION}q-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(api_client).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=ns))
-    )
-    env = {
-        **os.environ,
-        **OPERATOR_ENV,
-        "CODETASK_NAMESPACES": ns,
-        "CODETASK_MAX_RUNNING": "2",
-        "CODETASK_HEALTH_PORT": str(free_port()),
-        "CODETASK_METRICS_PORT": str(free_port()),
-    }
-    op = Operator([sys.executable, "-m", "codetask_operator"], env, tmp_path / "op.log")  # type: ignore[operator]
-    op.start()
+    log = tmp_path / "op.log"  # type: ignore[operator]
+    ns, op = namespace_operator(api_client, log, "q", {"CODETASK_MAX_RUNNING": "2"})
     yield ns
     op.stop()
     client.CoreV1Api(api_client).delete_namespace(ns)
@@ -213,7 +197,7 @@ def test_metrics_counters_move(
 
 
 @pytest.mark.usefixtures("operator")
-def test_pod_deleted_mid_run_is_lost_within_30_seconds_and_retried(
+def test_pod_deleted_mid_run_is_terminated_within_30_seconds_and_retried(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     code = (
@@ -230,7 +214,8 @@ def test_pod_deleted_mid_run_is_lost_within_30_seconds_and_retried(
     deleted = time.monotonic()
     retrying = wait_for(api_client, namespace, "t", {"Pending", "Failed"}, timeout=30)["status"]
     assert time.monotonic() - deleted < 30
-    assert retrying["history"][0]["reason"] == "Lost"
+    assert retrying["history"][0]["reason"] == "Terminated"
+    assert "stopped while it ran" in retrying["history"][0]["message"]
     status = wait_for(api_client, namespace, "t", timeout=90)["status"]
     assert (status["phase"], status["attempts"], status["stdout"]) == (
         "Succeeded",

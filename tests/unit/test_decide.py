@@ -73,6 +73,7 @@ def pod(
     message: str | None = None,
     waiting: str | None = None,
     unschedulable: bool = False,
+    disruption: bool = False,
 ) -> PodView:
     container: dict[str, Any] = {}
     phase = "Running"
@@ -90,6 +91,15 @@ def pod(
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1"}
         )
         phase = "Pending"
+    if disruption:
+        conditions.append(
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "EvictionByEvictionAPI",
+                "message": "Eviction API: evicting",
+            }
+        )
     meta: dict[str, Any] = {"name": f"{JOB_NAME}-abcde"}
     if deleted:
         meta["deletionTimestamp"] = iso(1)
@@ -308,7 +318,12 @@ CASES: list[tuple[str, Observed, tuple[Any, ...]]] = [
     (
         "pod deleted mid-run",
         observed(pod=pod(deleted=True), fresh=frozenset({JOB})),
-        ("Stop", Phase.FAILED, Reason.LOST),
+        ("Stop", Phase.FAILED, Reason.TERMINATED),
+    ),
+    (
+        "pod evicted mid-run (a drain, Kubernetes ≥ 1.26)",
+        observed(pod=pod(deleted=True, disruption=True), fresh=frozenset({JOB})),
+        ("Stop", Phase.FAILED, Reason.TERMINATED),
     ),
     # 2: a silent heartbeat stops the pod first; the retry is fenced (Start), never overlapping.
     (
@@ -479,3 +494,18 @@ def test_every_read_asked_for_is_one_not_yet_made() -> None:
             assert not action.reads & seen.fresh
             seen = replace(seen, fresh=seen.fresh | action.reads)
             action = decide.decide(seen)
+
+
+@pytest.mark.parametrize(
+    ("disruption", "says"),
+    [
+        (True, "(EvictionByEvictionAPI: Eviction API: evicting)"),
+        (False, "(evicted, drained or deleted)"),
+    ],
+)
+def test_a_pod_stopped_mid_run_names_why_when_the_cluster_says(disruption: bool, says: str) -> None:
+    action = decide.decide(
+        observed(pod=pod(deleted=True, disruption=disruption), fresh=frozenset({JOB}))
+    )
+    assert isinstance(action, Stop)
+    assert action.outcome.message == f"pod {JOB_NAME}-abcde was stopped while it ran {says}"

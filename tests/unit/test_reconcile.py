@@ -235,8 +235,8 @@ def test_1_a_job_gone_on_a_fresh_read_is_lost() -> None:
         ("unstarted", 6, "TimedOut", "DeadlineExceeded", False),
         (None, 6, "TimedOut", "DeadlineExceeded", False),
         # The Job is well within its deadline: someone deleted the pod.
-        ("unstarted", 600, "Failed", "Lost", True),
-        ("started", 600, "Failed", "Lost", True),
+        ("unstarted", 600, "Failed", "Terminated", True),
+        ("started", 600, "Failed", "Terminated", True),
     ],
 )
 def test_a_deleted_pod_is_judged_from_the_job_as_it_is_now(

@@ -930,9 +930,9 @@ def test_progress_writes_are_rate_limited_to_one_per_second(
     stored = json.loads(client.get(f"codetask:{names['CODETASK_NAMESPACE']}:t:progress") or "{}")
 
     assert result.seconds < 5
-    # 3 s of updates every 50 ms, polled every 0.5 s: ≤ 3 timed progress writes, the last
-    # progress and the result at the end (without the limit: 6 timed writes)
-    assert after - before <= 5
+    # 3 s of updates every 50 ms, polled every 0.5 s: the claim, ≤ 3 timed progress writes, the
+    # last progress and the result at the end (without the limit: 6 timed writes)
+    assert after - before <= 6
     assert stored["percent"] == 59
 
 
@@ -956,7 +956,10 @@ def test_unreachable_redis_costs_one_warning_and_no_delay(tmp_path: Path) -> Non
     assert dead.seconds - plain.seconds < 1.5
 
 
-def test_unresponsive_redis_delays_the_exit_by_about_a_second_at_most(tmp_path: Path) -> None:
+def test_unresponsive_redis_delays_the_run_by_about_a_second_and_a_quarter_at_most(
+    tmp_path: Path,
+) -> None:
+    """The claim waits 0.25 s before the start, the final writes 1 s before the exit."""
     code = "print('ok')\n"
     with socket.socket() as blackhole:  # accepts connections (backlog), never answers
         blackhole.bind(("127.0.0.1", 0))
@@ -970,7 +973,7 @@ def test_unresponsive_redis_delays_the_exit_by_about_a_second_at_most(tmp_path: 
     assert stuck.result["reason"] == "Completed"
     assert stuck.result_bytes  # the result was written before waiting on Redis
     assert len(stuck.runner_lines) <= 1
-    assert stuck.seconds - plain.seconds < 1.5
+    assert stuck.seconds - plain.seconds < 1.75
 
 
 def test_redis_dying_mid_run_warns_once_and_the_result_still_lands(tmp_path: Path) -> None:
