@@ -68,7 +68,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["batch", "v1", "jobs"] = SELECTOR
     settings.watching.label_selectors["", "v1", "pods"] = SELECTOR
     settings.watching.chunk_size = 500
-    settings.queueing.idle_timeout = 0.5
+    # A worker keeps its object's last event (the whole parsed body) until it idles out. At start-up
+    # kopf lists 500 objects a page faster than 0.5 s idles them out, and the heap that many bodies
+    # needed stays with the process (pymalloc frees an arena only when all of it is free): 0.05 s
+    # saves about 24 MB with 10 000 finished tasks (bench/README.md).
+    settings.queueing.idle_timeout = 0.05
     settings.posting.level = logging.INFO
     settings.persistence.diffbase_storage = NoDiffBase()
     # kopf's default gives up on a failing API call (a watch included) after 54 s and the operator
