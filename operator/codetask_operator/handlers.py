@@ -88,6 +88,15 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         Kube(client), config, registry, heartbeats=beats, catalog=_runtime["catalog"]
     )
     _runtime["reconciler"] = reconciler
+    if beats is None or not config.results_stream:
+        why = "no Redis (CODETASK_REDIS_URL unset)" if beats is None else "resultsStream is empty"
+        log.info("results stream off: %s", why)
+    else:
+        log.info(
+            "results stream %s: each finished task once (about %d kept)",
+            config.results_stream,
+            config.results_max_len,
+        )
     namespace_discovery.on_change(reconciler.isolation.forget)
     if config.max_running or config.max_running_per_namespace:
         # kopf lists CodeTasks namespace by namespace and hands them over one by one: until the
@@ -219,3 +228,5 @@ async def _sweep(interval: float) -> None:
             await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
         await guarded("admission", _reconciler().admit_waiting(refresh_positions=True))
         await guarded("heartbeats", _reconciler().check_heartbeats())
+        if (publisher := _reconciler().publisher) is not None:
+            await guarded("results stream", publisher.flush())

@@ -24,8 +24,6 @@ from codetask_operator.settings import Settings
 log = logging.getLogger("codetask")
 
 DEFAULT_TTL: float = Settings.model_fields["heartbeat_ttl_seconds"].default
-RESULTS_KEY = "codetask:results"
-RESULTS_KEEP = 1000
 
 
 def stats_key(node: str) -> str:
@@ -132,15 +130,12 @@ class Heartbeats:
         except (RedisError, OSError) as exc:
             self._down(exc)
 
-    async def record(self, node: str | None, succeeded: bool, entry: str) -> None:
-        """An attempt ended: count it for its node and add it to the results list."""
+    async def record(self, node: str, succeeded: bool) -> None:
+        """An attempt on `node` ended: count it."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                if node:
-                    pipe.hincrby(stats_key(node), "started", 1)
-                    pipe.hincrby(stats_key(node), "succeeded" if succeeded else "failed", 1)
-                pipe.lpush(RESULTS_KEY, entry)
-                pipe.ltrim(RESULTS_KEY, 0, RESULTS_KEEP - 1)
+                pipe.hincrby(stats_key(node), "started", 1)
+                pipe.hincrby(stats_key(node), "succeeded" if succeeded else "failed", 1)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._down(exc)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import random
 import time
@@ -40,6 +39,8 @@ from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.isolation import Isolation
 from codetask_operator.kube import ApiError, Kube, NotOurs
 from codetask_operator.pool_catalog import Catalog
+from codetask_operator.publication import Publisher
+from codetask_operator.results_stream import ResultsStream
 from codetask_operator.settings import Settings
 from codetask_operator.status import Outcome, PodView
 
@@ -275,6 +276,16 @@ class Reconciler:
         self.background: set[asyncio.Task[None]] = set()
         self.redis_secret = redis_access.secret(settings.redis_acl_secret, settings.redis_url or "")
         self.isolation = Isolation(kube, settings)
+        self.publisher: Publisher | None = None
+        if heartbeats is not None and settings.results_stream:
+            stream = ResultsStream(
+                heartbeats.client,
+                settings.results_stream,
+                settings.results_max_len,
+                settings.results_marker_ttl_seconds,
+            )
+            ttl = settings.results_marker_ttl_seconds
+            self.publisher = Publisher(stream, kube, ttl)
 
     def spawn(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background (guarded), keeping a reference until it is done."""
@@ -304,6 +315,10 @@ class Reconciler:
                 if state.held_until is not None and state.held_until <= _now():
                     await self._write(state, {})
                 if state.final or status.is_final(state.status):
+                    if not state.final and self.publisher is not None:
+                        self.publisher.check(
+                            state.namespace, state.name, state.uid, state.status, _now()
+                        )
                     state.finished()
                     await self._expire_if_due(state)
                 else:
@@ -693,6 +708,7 @@ class Reconciler:
         ctx = status.Context(state.generation, 0, 0, False, _now())
         outcome = status.Outcome(api.Phase.FAILED, api.Reason.INVALID_SPEC, message)
         await self._write(state, status.final_patch(state.status, outcome, None, ctx))
+        self._publish(state)
         state.finished()
         self.post_event(state, "Warning", str(api.Reason.INVALID_SPEC), message)
 
@@ -886,24 +902,17 @@ class Reconciler:
         self, state: TaskState, attempt: int, outcome: Outcome, node: str | None
     ) -> None:
         """In the background, once the attempt's end is written: revoke its Redis user (a runner
-        still stopping writes no more), count it for its node and list it with the results."""
+        still stopping writes no more) and count it for its node."""
         heartbeats = self.heartbeats
         if heartbeats is None:
             return
-        entry = {
-            "namespace": state.namespace,
-            "name": state.name,
-            "uid": state.uid,
-            "attempt": attempt,
-            "reason": str(outcome.reason),
-            "exitCode": outcome.exit_code,
-        }
         succeeded = outcome.phase is api.Phase.SUCCEEDED
         user = redis_access.user(state.uid, attempt)
 
         async def over() -> None:
             await heartbeats.revoke([user])
-            await heartbeats.record(node, succeeded, json.dumps(entry, separators=(",", ":")))
+            if node:
+                await heartbeats.record(node, succeeded)
 
         self.spawn(f"attempt over {state.name}", over())
 
@@ -972,6 +981,7 @@ class Reconciler:
         if state.status.get("nextAttemptTime") or state.status.get("queuePosition"):
             patch.update(nextAttemptTime=None, queuePosition=None)
         await self._write(state, patch)
+        self._publish(state)
         state.finished()
         metrics.FINISHED.labels(str(outcome.phase), str(outcome.reason)).inc()
         if (duration := state.status.get("durationSeconds")) is not None:
@@ -982,6 +992,15 @@ class Reconciler:
         self.post_event(state, kind, str(outcome.reason), f"{outcome.phase}: {outcome.message}")
         await self._expire_if_due(state)
         await self.admit_waiting()
+
+    def _publish(self, state: TaskState) -> None:
+        """In the background: the task's final status (just written) to the results stream."""
+        if self.publisher is not None:
+            final = dict(state.status)
+            self.spawn(
+                f"publish {state.name}",
+                self.publisher.publish(state.namespace, state.name, state.uid, final),
+            )
 
     async def _expire_if_due(self, state: TaskState) -> None:
         """Delete a finished task whose TTL has passed; otherwise wake up when it does."""

@@ -93,6 +93,21 @@ class Settings(BaseSettings):
         description="Key of the per-attempt Redis passwords (HMAC); unset: derived from the "
         "password in redis_url.",
     )
+    results_stream: str = Field(
+        "codetask:results:stream",
+        max_length=200,
+        description="Redis Stream that gets every finished task's result once (with Redis); "
+        "empty: none.",
+    )
+    results_max_len: int = Field(
+        100_000, ge=1, description="About this many entries are kept in the results stream."
+    )
+    results_marker_ttl_seconds: int = Field(
+        7 * 86400,
+        ge=60,
+        description="How long a task's 'published' marker lives: tasks that finished longer ago "
+        "are not checked again after a restart.",
+    )
     heartbeat_interval_seconds: int = Field(10, ge=1, le=3600)
     heartbeat_ttl_seconds: int = Field(30, ge=2, le=86400)
     grace_seconds: int = Field(5, ge=0, le=300)

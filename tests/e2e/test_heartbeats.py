@@ -84,3 +84,23 @@ def test_full_output_tails_come_from_redis(
     assert status["stdout"] == "x" * 10000 + "END\n"
     assert status["stderr"] == "e" * 3000
     assert status["truncated"] == {"stdout": False, "stderr": False}
+
+
+def test_a_finished_task_is_in_the_results_stream_once_with_its_full_output(
+    api_client: client.ApiClient, redis_operator: str, redis_url: str
+) -> None:
+    """Output beyond the 4 KiB termination message: the entry has the status's full tails."""
+    code = "print('x' * 10000)\nprint('done')\n"
+    create(api_client, redis_operator, codetask("s", language="python", code=code, retries=0))
+    done = wait_for(api_client, redis_operator, "s")
+    uid = done["metadata"]["uid"]
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    end = time.monotonic() + 10
+    while not (ours := [f for _, f in admin.xrange("codetask:results:stream") if f["uid"] == uid]):
+        assert time.monotonic() < end, "not in the stream"
+        time.sleep(0.2)
+    time.sleep(6)  # a sweep later: the check of pending publications adds nothing
+    ours = [f for _, f in admin.xrange("codetask:results:stream") if f["uid"] == uid]
+    assert len(ours) == 1, ours
+    assert (ours[0]["phase"], ours[0]["name"], ours[0]["exitCode"]) == ("Succeeded", "s", "0")
+    assert ours[0]["stdout"] == done["status"]["stdout"] == "x" * 10000 + "\ndone\n"

@@ -198,6 +198,17 @@ def test_caps_and_pod_label_keys_reach_the_operator_with_the_settings_defaults()
     assert custom.pod_label_keys == ["team", "example.com/tier"]
 
 
+def test_results_stream_settings_reach_the_operator_with_the_settings_defaults() -> None:
+    chart, defaults = operator_settings(), Settings.model_validate({})
+    assert (chart.results_stream, chart.results_max_len, chart.results_marker_ttl_seconds) == (
+        defaults.results_stream,
+        defaults.results_max_len,
+        defaults.results_marker_ttl_seconds,
+    )
+    off = operator_settings("--set", "redis.results.stream=")
+    assert off.results_stream == ""
+
+
 def expected_phase(sample: Path) -> str:
     match = re.search(r"^# expect: (\w+)", sample.read_text(), re.M)
     assert match, f"{sample.name} has no '# expect: Phase' comment"

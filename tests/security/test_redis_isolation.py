@@ -51,7 +51,9 @@ for url in urls:
     report["SETEX victim heartbeat"] = call(s, "SETEX", victim + ":heartbeat", "1", "x")
     report["DEL victim heartbeat"] = call(s, "DEL", victim + ":heartbeat")
     report["HSET victim runner"] = call(s, "HSET", victim + ":runner", "pid", "1")
-    report["LPUSH results"] = call(s, "LPUSH", "codetask:results", "forged")
+    report["XADD results stream"] = call(s, "XADD", "codetask:results:stream", "*", "uid", "x")
+    marker = "codetask:published:" + victim.split(":")[3]
+    report["SET victim published marker"] = call(s, "SET", marker, "1")
     report["ACL LIST"] = call(s, "ACL", "LIST")
     bare = socket.create_connection((u.hostname, u.port), timeout=3)
     report["GET victim result, no AUTH"] = call(bare, "GET", victim + ":result")

@@ -4,13 +4,13 @@ each attempt's own user granted and revoked, and users set again after Redis res
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import redis
 
-from codetask_operator import redis_access
+from codetask_operator import redis_access, results_stream
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.reconcile import Reconciler, Registry, TaskState
 from codetask_operator.settings import Settings
@@ -104,13 +104,12 @@ def test_users_of_attempts_under_way_are_set_again_after_redis_restarts_empty(
             server.process, server.client = servers[-1].process, servers[-1].client
 
 
-def test_an_ended_attempt_is_counted_and_listed_once_by_the_operator(server: RedisServer) -> None:
+def test_a_finished_task_is_counted_and_in_the_results_stream_once(server: RedisServer) -> None:
     kube = FakeKube()
     beats = Heartbeats(server.url)
 
     async def scenario() -> None:
-        reconciler, state = task(kube)
-        reconciler.heartbeats = beats
+        reconciler, state = task(kube, heartbeats=beats)
         seen(state, job_body(), pod_body(phase="Succeeded", result=result("4\n")))
         await reconciler.reconcile(state)
         await reconciler.reconcile(state)  # final already: nothing again
@@ -119,8 +118,70 @@ def test_an_ended_attempt_is_counted_and_listed_once_by_the_operator(server: Red
 
     asyncio.run(scenario())
     assert kube.status["phase"] == "Succeeded"
-    entries = [json.loads(e) for e in server.client.lrange("codetask:results", 0, -1)]
-    assert [(e["name"], e["uid"], e["attempt"], e["reason"]) for e in entries] == [
-        (NAME, UID, 1, "Completed")
+    entries = [f for _, f in server.client.xrange("codetask:results:stream")]
+    assert [(e["name"], e["uid"], e["attempts"], e["reason"], e["stdout"]) for e in entries] == [
+        (NAME, UID, "1", "Completed", "4\n")
     ]
     assert server.client.hgetall("codetask:node:node-1:stats") == {"started": "1", "succeeded": "1"}
+
+
+def test_a_task_seen_finished_after_a_restart_is_published_unless_it_was(
+    server: RedisServer,
+) -> None:
+    """The operator died between a task's final status write and the append: the next operator
+    sees the task finished and publishes it from a fresh read, once; one already published
+    (its marker) is not appended again."""
+    kube = FakeKube()
+    beats = Heartbeats(server.url)
+    done = {
+        "phase": "Succeeded",
+        "reason": "Completed",
+        "attempts": 1,
+        "exitCode": 0,
+        "stdout": "4\n",
+        "completionTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    kube.task = {"metadata": {"name": NAME, "uid": UID}, "status": done}
+    server.client.set(results_stream.marker("uid-2"), "1")
+
+    async def scenario() -> None:
+        reconciler, state = task(kube, heartbeats=beats)
+        state.status = dict(done)
+        other = TaskState(uid="uid-2", namespace="ns", name="u", spec={}, status=dict(done))
+        await reconciler.reconcile(state)
+        await reconciler.reconcile(other)
+        assert reconciler.publisher is not None
+        assert set(reconciler.publisher.pending) == {UID, "uid-2"}
+        await reconciler.publisher.flush()
+        await reconciler.publisher.flush()
+        assert reconciler.publisher.pending == {}
+        await beats.close()
+
+    asyncio.run(scenario())
+    entries = [f for _, f in server.client.xrange("codetask:results:stream")]
+    assert [(e["uid"], e["stdout"]) for e in entries] == [(UID, "4\n")]
+
+
+def test_a_result_redis_could_not_take_is_published_once_it_is_back(server: RedisServer) -> None:
+    kube = FakeKube()
+    beats = Heartbeats(server.url)
+    kube.task = {"metadata": {"name": NAME, "uid": UID}}
+
+    async def scenario() -> None:
+        reconciler, state = task(kube, heartbeats=beats)
+        stop_redis(server)
+        seen(state, job_body(), pod_body(phase="Succeeded", result=result("4\n")))
+        await reconciler.reconcile(state)
+        await asyncio.gather(*reconciler.background)
+        assert reconciler.publisher is not None
+        assert set(reconciler.publisher.pending) == {UID}
+        kube.task = {"metadata": {"name": NAME, "uid": UID}, "status": dict(kube.status)}
+        back = restart_redis(server)
+        server.process, server.client = back.process, back.client
+        await reconciler.publisher.flush()
+        assert reconciler.publisher.pending == {}
+        await beats.close()
+
+    asyncio.run(scenario())
+    entries = [f for _, f in server.client.xrange("codetask:results:stream")]
+    assert [(e["uid"], e["phase"]) for e in entries] == [(UID, "Succeeded")]

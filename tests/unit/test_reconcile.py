@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from codetask_operator import access, api, jobs, network_policy, status
+from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import ApiError
 from codetask_operator.reconcile import Reconciler, Registry, TaskState
 from codetask_operator.settings import Settings
@@ -166,10 +167,19 @@ class FakeKube:
 
 
 def task(
-    kube: FakeKube, settings: Settings | None = None, **spec: Any
+    kube: FakeKube,
+    settings: Settings | None = None,
+    heartbeats: Heartbeats | None = None,
+    **spec: Any,
 ) -> tuple[Reconciler, TaskState]:
-    """A reconciler and a task whose attempt 1 runs, as the watches last showed it."""
-    reconciler = Reconciler(kube, settings or Settings(), Registry())  # type: ignore[arg-type]
+    """A reconciler (with Redis when `heartbeats` is given) and a task whose attempt 1 runs, as the
+    watches last showed it."""
+    reconciler = Reconciler(
+        kube,  # type: ignore[arg-type]
+        settings or Settings(),
+        Registry(),
+        heartbeats=heartbeats,
+    )
     name = jobs.job_name(NAME, UID, 1)
     kube.status = {
         "phase": "Running",

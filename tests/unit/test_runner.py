@@ -853,7 +853,8 @@ def test_the_runner_needs_only_its_attempts_keys_and_commands(
         lambda: task.get(f"{prefix}:result"),
         lambda: task.delete(f"{prefix}:heartbeat"),
         lambda: task.keys("*"),
-        lambda: task.lpush("codetask:results", "forged"),
+        lambda: task.xadd("codetask:results:stream", {"uid": "forged"}),
+        lambda: task.set(f"codetask:published:{uid}", "1"),
     ):
         with pytest.raises(redis.exceptions.NoPermissionError):
             call()
