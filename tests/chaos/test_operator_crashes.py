@@ -1,23 +1,28 @@
 """Operator SIGKILLed at random moments while mixed tasks run: nothing lost, nothing duplicated.
 
 `make test` runs 30 tasks and 4 kills; `make chaos` 200 tasks and 10 kills (set CHAOS_TASKS,
-CHAOS_KILLS, CHAOS_SEED to change or replay a run).
+CHAOS_KILLS, CHAOS_SEED to change or replay a run). The operator has Redis (heartbeats, per-attempt
+users, the results stream), as the chart with `redis.enabled`.
 
 The proof of "ran at most once per attempt" is a side effect the code itself makes: an INCR on a
-Redis key per (task, attempt), read back afterwards — not the operator's own status.
+Redis key per (task, attempt), read back afterwards — not the operator's own status. Every task's
+result is in the results stream exactly once.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
 from kubernetes import client
 
+from tests.e2e.conftest import namespace_operator
 from tests.e2e.tasks import Operator, codetask, create, get
 
 TASKS = int(os.environ.get("CHAOS_TASKS", "30"))
@@ -44,9 +49,21 @@ KINDS = {
 
 @pytest.mark.timeout(1200)  # `make chaos` runs 200 tasks
 def test_operator_kills_lose_and_duplicate_nothing(
-    api_client: client.ApiClient, namespace: str, operator: Operator, redis_url: str
+    api_client: client.ApiClient, crd: None, redis_url: str, tmp_path: Path
 ) -> None:
     print(f"chaos seed {SEED}: {TASKS} tasks, {KILLS} kills")
+    settings = {"CODETASK_REDIS_URL": redis_url, "CODETASK_SWEEP_INTERVAL_SECONDS": "1"}
+    namespace, operator = namespace_operator(api_client, tmp_path / "op.log", "k", settings)
+    try:
+        check_kills(api_client, namespace, operator, redis_url)
+    finally:
+        operator.stop(signal.SIGTERM)
+        client.CoreV1Api(api_client).delete_namespace(namespace)
+
+
+def check_kills(
+    api_client: client.ApiClient, namespace: str, operator: Operator, redis_url: str
+) -> None:
     rng = random.Random(SEED)
     kinds = list(KINDS)
     plan = {f"c{i}-{kind}": kind for i in range(TASKS) for kind in [rng.choice(kinds)]}
@@ -95,9 +112,18 @@ def test_operator_kills_lose_and_duplicate_nothing(
     for job in jobs:
         task = job.metadata.owner_references[0].name
         jobs_per_task[task] = jobs_per_task.get(task, 0) + 1
+    # A task whose final status was written just before a kill is published by the next operator
+    # (its sweep, every second here).
+    end = time.monotonic() + 30
+    while len(published := stream_counts(counts, namespace)) < len(plan):
+        if time.monotonic() > end:
+            break
+        time.sleep(1)
     wrong = []
     for name, kind in plan.items():
         status = get(api_client, namespace, name)["status"]
+        if published.get(name) != 1:
+            wrong.append((name, "in the results stream", published.get(name)))
         _, _, phase, attempts = KINDS[kind]
         runs = [int(counts.get(f"chaos:{name}:{a}") or 0) for a in range(1, attempts + 1)]
         if (status["phase"], status["attempts"]) != (phase, attempts):
@@ -113,3 +139,13 @@ def test_operator_kills_lose_and_duplicate_nothing(
     pods = client.CoreV1Api(api_client).list_namespaced_pod(namespace).items
     left = {p.metadata.name: p.status.phase for p in pods}
     assert wrong == [], f"seed {SEED}: {wrong[:20]}; pods: {left}"
+
+
+def stream_counts(counts: redis.Redis, namespace: str) -> dict[str, int]:
+    """How often each task of `namespace` is in the results stream."""
+    published: dict[str, int] = {}
+    for _, fields in counts.xrange("codetask:results:stream"):
+        if fields[b"namespace"] == namespace.encode():
+            name = fields[b"name"].decode()
+            published[name] = published.get(name, 0) + 1
+    return published

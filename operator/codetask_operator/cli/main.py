@@ -14,7 +14,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from codetask_operator.api import Language, Phase
-from codetask_operator.cli import manifest, render
+from codetask_operator.cli import manifest, render, results
 from codetask_operator.cli.client import Kube, Obj, Target, connect, is_final
 from codetask_operator.cli.errors import CliError, Interrupted
 from codetask_operator.cli.tasks import Stats, Task, exit_code, failure_line
@@ -343,3 +343,42 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@cli.command(name="results")
+@click.option(
+    "--redis-url",
+    envvar="CODETASK_REDIS_URL",
+    required=True,
+    metavar="URL",
+    help="The operator's Redis (redis:// or rediss://; default: $CODETASK_REDIS_URL).",
+)
+@click.option("--stream", default=results.STREAM, show_default=True, help="The results stream.")
+@click.option("-f", "--follow", is_flag=True, help="Keep reading new results as they come.")
+@click.option("--group", metavar="G", help="Read as a consumer of this group, acknowledging.")
+@click.option("--consumer", default="codetask-cli", show_default=True, help="With --group.")
+@click.option("--since", default="0", metavar="ID", help="Without --group: after this entry id.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def results_(
+    redis_url: str,
+    stream: str,
+    follow: bool,
+    group: str | None,
+    consumer: str,
+    since: str,
+    output: str,
+) -> None:
+    """Finished tasks' results from the results stream (docs/results.md), one per line."""
+    client = results.connect(redis_url)
+    show = results.as_json if output == "json" else results.line
+    if group:
+        entries = results.read_group(
+            client, stream, group, consumer, follow, lambda i: client.xack(stream, group, i)
+        )
+    else:
+        entries = results.read(client, stream, follow, since)
+    try:
+        for entry in entries:
+            click.echo(show(entry))
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted") from None
