@@ -3,8 +3,8 @@ task's creator may read the Secrets and ConfigMaps it references (access.py).
 
 kopf serves them; the chart owns the Validating- and MutatingWebhookConfiguration
 (`clientConfig.service` with the CA it generated), so kopf does not manage them. kopf routes a
-request by its URL path to the handler whose id is the path: the chart calls `/{HANDLER_ID}` and
-`/{MUTATE_ID}`.
+request by its URL path to the handler whose id is the path: the chart calls `/{HANDLER_ID}`,
+`/{MUTATE_ID}` and `/{POOL_HANDLER_ID}`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 HANDLER_ID: Final = "validate-codetask"
 MUTATE_ID: Final = "mutate-codetask"
+POOL_HANDLER_ID: Final = "validate-codetaskpool"
 HANDLER_WAIT_SECONDS: Final = 3.0
 """How long a call that arrives before kopf's first run is ready waits for it (the API server gives
 the chart's webhook 5 s)."""
@@ -56,8 +57,27 @@ def check(
         raise kopf.AdmissionError("; ".join(errors), code=422)
 
 
+def check_pool(name: str, spec: Mapping[str, Any]) -> None:
+    """Refuse (AdmissionError, 422, naming the field) a CodeTaskPool spec the operator could not
+    use: its schema's rules, and requests within its limits (pools.parse)."""
+    pool = pools.parse(name, spec)
+    if pool.spec is None:
+        raise kopf.AdmissionError(pool.invalid, code=422)
+
+
 def register(registry: kopf.OperatorRegistry, config: Settings, catalog: Catalog) -> None:
-    """Add the CodeTask admission handlers to `registry`."""
+    """Add the CodeTask and CodeTaskPool admission handlers to `registry`."""
+
+    @kopf.on.validate(
+        api.GROUP,
+        api.VERSION,
+        api.POOL_PLURAL,
+        id=POOL_HANDLER_ID,
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
+    )
+    async def validate_pool(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> None:
+        check_pool(str(meta.get("name") or ""), dict(spec))
 
     @kopf.on.validate(
         api.GROUP,

@@ -93,11 +93,12 @@ def test_webhook_configuration_calls_the_operators_handler_through_the_service()
     rendered = helm("template", "x", str(REPO / "charts/codetask-operator"), "-n", "ops").stdout
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d}
     tls = docs["Secret", "x-codetask-operator-webhook-tls"]["data"]["ca.crt"]
-    for kind, handler, operations in (
-        ("ValidatingWebhookConfiguration", webhook.HANDLER_ID, ["CREATE", "UPDATE"]),
-        ("MutatingWebhookConfiguration", webhook.MUTATE_ID, ["CREATE"]),
+    for kind, index, handler, operations in (
+        ("ValidatingWebhookConfiguration", 0, webhook.HANDLER_ID, ["CREATE", "UPDATE"]),
+        ("ValidatingWebhookConfiguration", 1, webhook.POOL_HANDLER_ID, ["CREATE", "UPDATE"]),
+        ("MutatingWebhookConfiguration", 0, webhook.MUTATE_ID, ["CREATE"]),
     ):
-        (hook,) = docs[kind, "x-codetask-operator"]["webhooks"]
+        hook = docs[kind, "x-codetask-operator"]["webhooks"][index]
         assert hook["clientConfig"]["service"] == {
             "name": "x-codetask-operator-webhook",
             "namespace": "ops",
@@ -107,6 +108,19 @@ def test_webhook_configuration_calls_the_operators_handler_through_the_service()
         assert hook["clientConfig"]["caBundle"] == tls
         assert hook["rules"][0]["operations"] == operations
         assert (hook["sideEffects"], hook["admissionReviewVersions"]) == ("None", ["v1"])
+
+
+def test_the_pool_webhook_never_blocks_pools_whatever_the_task_webhooks_policy() -> None:
+    chart = str(REPO / "charts/codetask-operator")
+    rendered = helm("template", "x", chart, "--set", "webhook.failurePolicy=Fail").stdout
+    (config,) = [
+        d for d in yaml.safe_load_all(rendered) if d and d["kind"].startswith("Validating")
+    ]
+    policies = {hook["name"]: hook["failurePolicy"] for hook in config["webhooks"]}
+    assert policies == {
+        "validate.codetasks.codetask.dev": "Fail",
+        "validate.codetaskpools.codetask.dev": "Ignore",
+    }
 
 
 def mutating_webhook(kube_version: str) -> dict[str, Any]:

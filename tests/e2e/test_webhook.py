@@ -101,3 +101,22 @@ def test_a_pool_the_namespace_may_not_use_is_refused_and_one_it_may_runs(
     assert code == 0, stderr
     status = wait_for(api_client, tasks_ns, "inside")["status"]
     assert (status["phase"], status["pool"]) == ("Succeeded", here), status
+
+
+def test_a_pool_with_requests_above_its_limits_is_refused_naming_the_field(tasks_ns: str) -> None:
+    """Pools are cluster-scoped: the release serving `tasks_ns` checks them all (failurePolicy
+    Ignore, so a release coming or going never blocks pools)."""
+    pool = {
+        "apiVersion": "codetask.dev/v1alpha1",
+        "kind": "CodeTaskPool",
+        "metadata": {"name": f"{SESSION}-over-its-limits"},
+        "spec": {
+            "namespaces": [tasks_ns],
+            "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}},
+        },
+    }
+    done = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(pool))
+    assert done.returncode != 0
+    denied = 'admission webhook "validate.codetaskpools.codetask.dev" denied the request: '
+    message = "spec.resources.requests.memory: above its limit 1Gi"
+    assert denied + message in done.stderr, done.stderr

@@ -132,3 +132,33 @@ def test_a_pool_is_checked_for_the_tasks_namespace_at_creation_only() -> None:
     # Cancelling a task whose pool is gone (or no longer allows it) still works.
     stored = {**STORED, "pool": "gpu"}
     webhook.check("UPDATE", stored, {**stored, "cancel": True}, SETTINGS, "team-b", {})
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"namespaces": ["a"], "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+            "spec.resources.requests.cpu: above its limit 1",
+        ),
+        ({"namespaces": ["a"], "languages": ["cobol"]}, "languages"),
+        ({}, "namespaces"),
+    ],
+)
+def test_a_pool_the_operator_could_not_use_is_refused_naming_the_field(
+    spec: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(kopf.AdmissionError, match=message) as refused:
+        webhook.check_pool("p", spec)
+    assert refused.value.code == 422
+
+
+def test_a_good_pool_is_allowed() -> None:
+    webhook.check_pool(
+        "p",
+        {
+            "namespaces": ["team-*"],
+            "languages": ["python"],
+            "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1"}},
+        },
+    )
