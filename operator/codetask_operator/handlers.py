@@ -230,3 +230,4 @@ async def _sweep(interval: float) -> None:
         await guarded("heartbeats", _reconciler().check_heartbeats())
         if (publisher := _reconciler().publisher) is not None:
             await guarded("results stream", publisher.flush())
+        await guarded("prune finished", _reconciler().prune_finished())

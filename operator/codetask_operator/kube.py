@@ -135,6 +135,7 @@ class ApiClient:
         timeout: float | None = None,
         retry: bool = True,
         decode: bool = True,
+        accept: str | None = None,
     ) -> dict[str, Any]:
         """`method path` with a JSON body; transient failures retried (unless `retry` is False,
         for a caller with its own deadline), errors as `ApiError`. The answer's JSON, or {} when
@@ -150,7 +151,11 @@ class ApiClient:
                     method,
                     path,
                     json=body,
-                    headers={"Content-Type": content_type} if body is not None else None,
+                    headers={
+                        **({"Content-Type": content_type} if body is not None else {}),
+                        **({"Accept": accept} if accept else {}),
+                    }
+                    or None,
                     timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
                 ) as resp:
                     text = await resp.text()
@@ -185,6 +190,10 @@ class ApiClient:
                 if line.strip():
                     event: dict[str, Any] = json.loads(line)
                     yield event
+
+
+METADATA_ONLY: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+"""A list's items with their metadata only (not their spec and status)."""
 
 
 async def connect() -> ApiClient:
@@ -297,6 +306,22 @@ class Kube:
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
                 return items
+
+    async def task_uids(self, namespace: str) -> set[str]:
+        """The uids of a namespace's CodeTasks, read afresh in pages of 500, metadata only."""
+        uids: set[str] = set()
+        path = f"{_path(namespace, api.PLURAL, group=api.GROUP, version=api.VERSION)}?limit=500"
+        token = ""
+        while True:
+            page = await self.client.request(
+                "GET",
+                path + (f"&continue={quote(token)}" if token else ""),
+                accept=METADATA_ONLY,
+            )
+            uids.update(item["metadata"]["uid"] for item in page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return uids
 
     async def allowed(self, review: dict[str, Any]) -> bool:
         """Whether a SubjectAccessReview allows what it asks (a read: nothing is stored)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from codetask_operator.api import (
     BACKOFF_CAP_SECONDS,
@@ -41,6 +41,18 @@ def expires_at(completion: datetime | None, ttl_seconds: int | None) -> datetime
     if completion is None or ttl_seconds is None:
         return None
     return completion + timedelta(seconds=ttl_seconds)
+
+
+def beyond_keep(finished: Sequence[tuple[str, datetime | None]], keep: int) -> list[str]:
+    """Of a namespace's finished tasks, (uid, completion time), the uids to delete so that `keep`
+    remain: the oldest first (one without a time before all others; ties by uid)."""
+    if keep <= 0 or len(finished) <= keep:
+        return []
+    ordered = sorted(finished, key=lambda task: (task[1] is not None, task[1] or _EPOCH, task[0]))
+    return [uid for uid, _ in ordered[: len(finished) - keep]]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,8 @@ HOLD_SECONDS = 2.0
 carry it: one API write fewer per task that starts within it."""
 NOT_ISOLATED_RECHECK_SECONDS = 10.0
 """How often a task waiting for its namespace's NetworkPolicies tries again."""
+PRUNE_PER_SWEEP = 100
+"""At most this many finished tasks beyond keepFinishedPerNamespace are deleted per sweep."""
 EXPIRE_RETRY_SECONDS = 10.0
 """A failed delete of an expired task is tried again after this long."""
 MAX_STEPS = 6
@@ -276,6 +278,9 @@ class Reconciler:
         self.background: set[asyncio.Task[None]] = set()
         self.redis_secret = redis_access.secret(settings.redis_acl_secret, settings.redis_url or "")
         self.isolation = Isolation(kube, settings)
+        self.complete_views: set[str] = set()
+        """Namespaces whose every CodeTask (a fresh list of uids) was seen: its finished tasks in
+        the registry are all of them, and the oldest can be told."""
         self.publisher: Publisher | None = None
         if heartbeats is not None and settings.results_stream:
             stream = ResultsStream(
@@ -1002,6 +1007,45 @@ class Reconciler:
                 self.publisher.publish(state.namespace, state.name, state.uid, final),
             )
 
+    async def prune_finished(self) -> None:
+        """Delete the oldest finished tasks of each namespace beyond keepFinishedPerNamespace, at
+        most PRUNE_PER_SWEEP, none whose result is not in the results stream yet. A namespace is
+        pruned only once every task the API server lists there was seen (after a restart the
+        watch may not have shown the oldest yet)."""
+        keep = self.settings.keep_finished_per_namespace
+        if not keep:
+            return
+        finished: dict[str, list[TaskState]] = {}
+        for state in self.registry.tasks.values():
+            if state.final and not state.deleted:
+                finished.setdefault(state.namespace, []).append(state)
+        budget = PRUNE_PER_SWEEP
+        for namespace, states in finished.items():
+            if len(states) <= keep or budget <= 0:
+                continue
+            if namespace not in self.complete_views:
+                if not await self.kube.task_uids(namespace) <= self.registry.tasks.keys():
+                    continue
+                self.complete_views.add(namespace)
+            by_uid = {state.uid: state for state in states}
+            ages = [
+                (state.uid, status.parse_time(state.status.get("completionTime")))
+                for state in states
+            ]
+            for uid in lifecycle.beyond_keep(ages, keep):
+                if budget <= 0:
+                    break
+                if self.publisher is not None and uid in self.publisher.pending:
+                    continue
+                state = by_uid[uid]
+                await self.kube.delete_task(namespace, state.name, uid)
+                state.deleted = True
+                budget -= 1
+                log.info(
+                    "deleted beyond keepFinishedPerNamespace",
+                    extra={"namespace": namespace, "task": state.name, "keep": keep},
+                )
+
     async def _expire_if_due(self, state: TaskState) -> None:
         """Delete a finished task whose TTL has passed; otherwise wake up when it does."""
         spec = state.spec or {}
@@ -1013,6 +1057,10 @@ class Reconciler:
             return
         if at > _now():
             self.wake_at(state, at)
+            return
+        if self.publisher is not None and state.uid in self.publisher.pending:
+            # Its result is not in the results stream yet: the task keeps it meanwhile.
+            self.wake_at(state, _now() + timedelta(seconds=EXPIRE_RETRY_SECONDS))
             return
         try:
             await self.kube.delete_task(state.namespace, state.name, state.uid)

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         description="Key of the per-attempt Redis passwords (HMAC); unset: derived from the "
         "password in redis_url.",
     )
+    keep_finished_per_namespace: int = Field(
+        0,
+        ge=0,
+        description="Finished CodeTasks kept per namespace: beyond it the oldest are deleted "
+        "(once their result is in the results stream); 0: no limit.",
+    )
     results_stream: str = Field(
         "codetask:results:stream",
         max_length=200,

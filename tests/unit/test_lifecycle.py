@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -124,3 +124,25 @@ def test_admission_never_exceeds_the_limits(
             assert sum(x.namespace == ns for x in started) <= max(per_ns, running_here)
     assert set(decision.admit).isdisjoint(decision.positions)
     assert sorted(decision.positions.values()) == list(range(1, len(decision.positions) + 1))
+
+
+def at(second: int) -> datetime:
+    return datetime(2026, 12, 5, 10, 0, tzinfo=UTC) + timedelta(seconds=second)
+
+
+@pytest.mark.parametrize(
+    ("finished", "keep", "deleted"),
+    [
+        ([], 3, []),
+        ([("a", at(0))], 0, []),  # 0: no limit
+        ([("a", at(1)), ("b", at(0))], 2, []),
+        ([("a", at(60)), ("b", at(0)), ("c", at(120)), ("d", at(-1))], 2, ["d", "b"]),
+        ([("a", at(0)), ("b", None)], 1, ["b"]),  # no time: oldest
+        ([("b", at(0)), ("a", at(0))], 1, ["a"]),  # tie: uid
+        ([("a", at(1) + timedelta(milliseconds=1)), ("b", at(1))], 1, ["b"]),
+    ],
+)
+def test_beyond_keep_deletes_the_oldest_finished_first(
+    finished: list[tuple[str, datetime | None]], keep: int, deleted: list[str]
+) -> None:
+    assert lifecycle.beyond_keep(finished, keep) == deleted

@@ -12,11 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from redis import asyncio as aioredis
 
 from codetask_operator import access, api, jobs, network_policy, status
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import ApiError
+from codetask_operator.publication import Publisher
 from codetask_operator.reconcile import Reconciler, Registry, TaskState
+from codetask_operator.results_stream import ResultsStream
 from codetask_operator.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -102,6 +105,8 @@ class FakeKube:
         self.policies: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
         self.patches: list[dict[str, Any]] = []
+        self.listed: set[str] = set()
+        """What a fresh list of a namespace's CodeTask uids gives."""
 
     def _maybe_fail(self, call: str) -> None:
         if self.fail.get(call):
@@ -161,9 +166,14 @@ class FakeKube:
     async def post_event(self, *args: Any) -> None:
         return None
 
-    async def delete_task(self, *args: Any) -> None:
+    async def delete_task(self, namespace: str, name: str, uid: str) -> None:
         self._maybe_fail("delete_task")
         self.deleted_tasks += 1
+        self.calls.append(f"delete task {name}")
+
+    async def task_uids(self, namespace: str) -> set[str]:
+        self.calls.append(f"list task uids {namespace}")
+        return set(self.listed)
 
 
 def task(
@@ -571,3 +581,71 @@ def test_a_held_status_is_kept_when_its_write_fails_and_goes_with_the_next() -> 
     assert state.held["jobName"] == kube.created[0]
     run(reconciler.reconcile(state))
     assert kube.status["jobName"] == kube.created[0] and state.held == {}
+
+
+def keeping(kube: FakeKube, keep: int) -> Reconciler:
+    """A reconciler that keeps `keep` finished tasks per namespace."""
+    settings = Settings(keep_finished_per_namespace=keep)
+    return Reconciler(kube, settings, Registry())  # type: ignore[arg-type]
+
+
+def finished_tasks(reconciler: Reconciler, count: int, namespace: str = NS) -> list[TaskState]:
+    """`count` finished tasks in the registry, t0 the oldest."""
+    states = []
+    for n in range(count):
+        uid = f"{namespace}-uid-{n}"
+        state = TaskState(uid=uid, namespace=namespace, name=f"t{n}", spec={}, final=True)
+        state.status = {"phase": "Succeeded", "completionTime": f"2026-12-05T10:00:{n:02d}Z"}
+        reconciler.registry.tasks[state.uid] = state
+        states.append(state)
+    return states
+
+
+def test_the_oldest_finished_tasks_beyond_the_namespaces_keep_are_deleted_once() -> None:
+    kube = FakeKube()
+    reconciler = keeping(kube, 2)
+    states = finished_tasks(reconciler, 5)
+    finished_tasks(reconciler, 2, namespace="other")
+    kube.listed = {state.uid for state in states}
+    run(reconciler.prune_finished())
+    assert kube.calls == [
+        f"list task uids {NS}",
+        "delete task t0",
+        "delete task t1",
+        "delete task t2",
+    ]
+    kube.calls.clear()
+    run(reconciler.prune_finished())  # deleted: not again; the namespace's view is known complete
+    assert kube.calls == []
+
+
+def test_a_namespace_with_tasks_not_seen_yet_is_not_pruned() -> None:
+    """After a restart the watch may not have shown the oldest finished tasks yet: deleting the
+    oldest of those seen could delete newer ones."""
+    kube = FakeKube()
+    reconciler = keeping(kube, 2)
+    states = finished_tasks(reconciler, 4)
+    kube.listed = {state.uid for state in states} | {"not-seen-yet"}
+    run(reconciler.prune_finished())
+    assert kube.calls == [f"list task uids {NS}"]
+    assert not any(state.deleted for state in states)
+
+
+def test_no_keep_no_pruning() -> None:
+    kube = FakeKube()
+    reconciler = Reconciler(kube, Settings(), Registry())  # type: ignore[arg-type]
+    finished_tasks(reconciler, 50)
+    run(reconciler.prune_finished())
+    assert kube.calls == []
+
+
+def test_a_task_whose_result_is_not_in_the_results_stream_yet_is_kept() -> None:
+    kube = FakeKube()
+    reconciler = keeping(kube, 1)
+    stream = ResultsStream(aioredis.Redis(), "s", 10, 60)
+    reconciler.publisher = Publisher(stream, kube, 60)  # type: ignore[arg-type]
+    states = finished_tasks(reconciler, 3)
+    reconciler.publisher.pending[states[0].uid] = (NS, states[0].name)
+    kube.listed = {state.uid for state in states}
+    run(reconciler.prune_finished())
+    assert kube.calls == [f"list task uids {NS}", "delete task t1"]
