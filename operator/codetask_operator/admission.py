@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from codetask_operator import api, jobs, pools, quantity
+from codetask_operator import api, callbacks, jobs, pools, quantity
 from codetask_operator.settings import Settings
 
 MUTABLE_FIELDS: Final = frozenset({"cancel", "priority", "ttlSecondsAfterFinished"})
@@ -59,7 +59,17 @@ def validate(
         *(pools.fit(task, pool) if pool else []),
         *_caps(task, settings, pool),
         *_labels(task),
+        *_callback(task, settings),
     ]
+
+
+def _callback(task: api.CodeTaskSpec, settings: Settings) -> list[str]:
+    if task.callback is None:
+        return []
+    if not settings.callback_key:
+        return ["spec.callback: callbacks are off on this cluster (no chart callbacks.secret)"]
+    refused = callbacks.refusal(task.callback.url, settings.callback_allowed_hosts)
+    return [refused] if refused else []
 
 
 def _mode(task: api.CodeTaskSpec, settings: Settings) -> list[str]:

@@ -383,6 +383,18 @@ class AgentSpec(_Model):
     )
 
 
+class CallbackSpec(_Model):
+    """Where the task's end is posted (docs/results.md, "Completion callbacks")."""
+
+    url: str = Field(
+        ...,
+        max_length=2048,
+        pattern=r"^https?://[^\s/?#@]+(/[^\s#]*)?$",
+        description="http:// or https:// URL without credentials; its host must be one the "
+        "operator allows (chart value callbacks.allowedHosts, default none).",
+    )
+
+
 class CodeTaskSpec(_Model):
     """What to run. Either `code` (with `language`), run by the operator's runner image,
     `command` (with `image`), run directly in an allowed custom image, or `agent` (with
@@ -501,6 +513,13 @@ class CodeTaskSpec(_Model):
         description="Set to true to stop the task: its pod is stopped and it ends Cancelled. "
         "Cannot be unset.",
     )
+    callback: CallbackSpec | None = Field(
+        None,
+        description="When the task finishes, POST a CloudEvents 1.0 JSON event "
+        "(dev.codetask.task.finished, id: the task's uid) to callback.url, signed with "
+        "HMAC-SHA256 (header X-Codetask-Signature), retried with backoff; status.callback "
+        "shows the delivery.",
+    )
     pool: PoolName | None = Field(
         None,
         description="The CodeTaskPool to run in: where its pods are placed (nodes, tolerations, "
@@ -590,6 +609,18 @@ class AttemptRecord(_Model):
     message: str | None = Field(None, max_length=32 * KIB, description="Details.")
 
 
+class CallbackStatus(_Model):
+    """The delivery of spec.callback."""
+
+    delivered: bool = Field(False, description="The receiver answered 2xx.")
+    attempts: int = Field(0, ge=0, description="POSTs made.")
+    last_error: str | None = Field(None, max_length=1024, description="Of the last failed POST.")
+    gave_up: bool = Field(
+        False, description="Not delivered within the operator's retry time; no more POSTs."
+    )
+    time: datetime | None = Field(None, description="Of the last POST.")
+
+
 class CodeTaskStatus(_Model):
     """Observed state, written by the operator only."""
 
@@ -647,6 +678,7 @@ class CodeTaskStatus(_Model):
     pool: str | None = Field(
         None, description="The CodeTaskPool of the current or last attempt; unset: none."
     )
+    callback: CallbackStatus | None = Field(None, description="The delivery of spec.callback.")
 
 
 class TolerationOperator(StrEnum):

@@ -35,6 +35,7 @@ from codetask_operator import (
     redis_access,
     status,
 )
+from codetask_operator.callbacks import Deliverer
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.isolation import Isolation
 from codetask_operator.kube import ApiError, Kube, NotOurs
@@ -281,6 +282,15 @@ class Reconciler:
         self.complete_views: set[str] = set()
         """Namespaces whose every CodeTask (a fresh list of uids) was seen: its finished tasks in
         the registry are all of them, and the oldest can be told."""
+        self.callbacks: Deliverer | None = None
+        if settings.callback_key and settings.callback_allowed_hosts:
+            self.callbacks = Deliverer(
+                kube,
+                settings.callback_allowed_hosts,
+                settings.callback_key,
+                settings.callback_retry_seconds,
+                settings.callback_timeout_seconds,
+            )
         self.publisher: Publisher | None = None
         if heartbeats is not None and settings.results_stream:
             stream = ResultsStream(
@@ -324,6 +334,9 @@ class Reconciler:
                         self.publisher.check(
                             state.namespace, state.name, state.uid, state.status, _now()
                         )
+                    calls = self.callbacks
+                    if not state.final and calls and calls.wants(state.spec, state.status, _now()):
+                        self._call_back(state)
                     state.finished()
                     await self._expire_if_due(state)
                 else:
@@ -714,6 +727,7 @@ class Reconciler:
         outcome = status.Outcome(api.Phase.FAILED, api.Reason.INVALID_SPEC, message)
         await self._write(state, status.final_patch(state.status, outcome, None, ctx))
         self._publish(state)
+        self._call_back(state)
         state.finished()
         self.post_event(state, "Warning", str(api.Reason.INVALID_SPEC), message)
 
@@ -987,6 +1001,7 @@ class Reconciler:
             patch.update(nextAttemptTime=None, queuePosition=None)
         await self._write(state, patch)
         self._publish(state)
+        self._call_back(state)
         state.finished()
         metrics.FINISHED.labels(str(outcome.phase), str(outcome.reason)).inc()
         if (duration := state.status.get("durationSeconds")) is not None:
@@ -997,6 +1012,16 @@ class Reconciler:
         self.post_event(state, kind, str(outcome.reason), f"{outcome.phase}: {outcome.message}")
         await self._expire_if_due(state)
         await self.admit_waiting()
+
+    def _call_back(self, state: TaskState) -> None:
+        """In the background: the task's spec.callback, with its final status (just written)."""
+        url = ((state.spec or {}).get("callback") or {}).get("url")
+        if self.callbacks is not None and url:
+            final = dict(state.status)
+            self.spawn(
+                f"callback {state.name}",
+                self.callbacks.deliver(state.namespace, state.name, state.uid, url, final),
+            )
 
     def _publish(self, state: TaskState) -> None:
         """In the background: the task's final status (just written) to the results stream."""

@@ -13,7 +13,7 @@ from codetask_operator import quantity
 from codetask_operator.api import describe_error
 
 ENV_PREFIX = "CODETASK_"
-_SECRET_FIELDS = frozenset({"redis_url"})
+_SECRET_FIELDS = frozenset({"redis_url", "callback_key"})
 _NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*?]([-a-z0-9*?]{0,61}[a-z0-9*?])?$")
 _DNS = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
 _HTTPS = {"ports": [{"port": 443, "protocol": "TCP"}]}
@@ -99,6 +99,19 @@ class Settings(BaseSettings):
         description="Finished CodeTasks kept per namespace: beyond it the oldest are deleted "
         "(once their result is in the results stream); 0: no limit.",
     )
+    callback_allowed_hosts: StrList = Field(
+        default_factory=list,
+        description="Hosts a task's spec.callback may name: host names (`*.example.com` for "
+        "subdomains), with `:port` to allow only that port, or CIDRs for IP addresses. Empty: "
+        "no callbacks.",
+    )
+    callback_key: str | None = Field(
+        None, repr=False, description="HMAC-SHA256 key that signs callbacks; unset: none allowed."
+    )
+    callback_retry_seconds: int = Field(
+        3600, ge=1, le=7 * 86400, description="How long a callback is retried after the end."
+    )
+    callback_timeout_seconds: float = Field(5.0, gt=0, le=60, description="Per POST.")
     results_stream: str = Field(
         "codetask:results:stream",
         max_length=200,
@@ -173,7 +186,9 @@ class Settings(BaseSettings):
     lease_duration_seconds: int = Field(10, ge=2, le=3600)
     renew_period_seconds: float = Field(3, gt=0, le=1800)
 
-    @field_validator("allowed_images", "namespaces", "pod_label_keys", mode="before")
+    @field_validator(
+        "allowed_images", "namespaces", "pod_label_keys", "callback_allowed_hosts", mode="before"
+    )
     @classmethod
     def _split(cls, value: object) -> object:
         if not isinstance(value, str):
