@@ -7,7 +7,6 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -16,16 +15,9 @@ from redis import asyncio as aioredis
 from codetask_operator.cli import results
 from codetask_operator.cli.main import cli
 from codetask_operator.results_stream import ResultsStream, entry
-from tests.local_redis import RedisServer, free_port, start_redis, stop_redis
+from tests.local_redis import RedisServer, free_port
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    running = start_redis()
-    yield running
-    stop_redis(running)
 
 
 def publish(server: RedisServer, *names: str) -> None:

@@ -4,7 +4,6 @@ each attempt's own user granted and revoked, and users set again after Redis res
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -18,13 +17,6 @@ from tests.local_redis import RedisServer, restart_redis, start_redis, stop_redi
 from tests.unit.test_reconcile import NAME, UID, FakeKube, job_body, pod_body, result, seen, task
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    running = start_redis()
-    yield running
-    stop_redis(running)
 
 
 def test_task_pods_get_redis_only_from_a_redis_that_needs_a_password(server: RedisServer) -> None:

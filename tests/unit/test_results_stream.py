@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from redis import asyncio as aioredis
 
 from codetask_operator import results_stream
 from codetask_operator.results_stream import ResultsStream, entry
-from tests.local_redis import RedisServer, start_redis, stop_redis
+from tests.local_redis import RedisServer
 
 pytestmark = pytest.mark.unit
 
@@ -32,13 +31,6 @@ STATUS = {
     "stderr": "",
     "truncated": {"stdout": False, "stderr": False},
 }
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    running = start_redis()
-    yield running
-    stop_redis(running)
 
 
 def test_an_entry_is_the_final_status_in_strings() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,10 @@ import redis
 from codetask_operator import redis_access
 from codetask_runner.__main__ import CLAIM_WAIT
 from codetask_runner.claim import ClaimError, claim
-from tests.local_redis import RedisServer, free_port, start_redis, stop_redis
+from tests.local_redis import RedisServer, free_port
 from tests.unit.test_runner import Runner
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    running = start_redis()
-    yield running
-    stop_redis(running)
 
 
 def attempt_user(server: RedisServer, db: int = 0) -> tuple[str, str]:
