@@ -336,15 +336,6 @@ def stats(target: Target, all_namespaces: bool, output: str) -> None:
         render.show(render.stats_view(counted, scope))
 
 
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="codetask")
-
-
-if __name__ == "__main__":
-    main()
-
-
 @cli.command(name="results")
 @click.option(
     "--redis-url",
@@ -382,3 +373,12 @@ def results_(
             click.echo(show(entry))
     except KeyboardInterrupt:
         raise Interrupted("interrupted") from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="codetask")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,8 +15,10 @@ from typing import Final
 import redis
 
 from codetask_operator.cli.errors import CliError
+from codetask_operator.settings import Settings
 
-STREAM: Final = "codetask:results:stream"
+STREAM: Final[str] = Settings.model_fields["results_stream"].default
+"""The operator's default results stream."""
 Entry = tuple[str, dict[str, str]]
 
 
