@@ -294,34 +294,29 @@ class Kube:
 
     async def list_tasks(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """The CodeTasks of a namespace, or of the cluster, read in pages of 500."""
-        items: list[dict[str, Any]] = []
+        return [item async for item in self._task_pages(namespace)]
+
+    async def task_uids(self, namespace: str) -> set[str]:
+        """The uids of a namespace's CodeTasks, read afresh in pages of 500, metadata only."""
+        pages = self._task_pages(namespace, accept=METADATA_ONLY)
+        return {item["metadata"]["uid"] async for item in pages}
+
+    async def _task_pages(
+        self, namespace: str | None, accept: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The CodeTasks of a namespace, or of the cluster, a page of 500 at a time."""
         scope = f"/namespaces/{quote(namespace)}" if namespace else ""
         path = f"/apis/{api.GROUP}/{api.VERSION}{scope}/{api.PLURAL}?limit=500"
         token = ""
         while True:
             page = await self.client.request(
-                "GET", path + (f"&continue={quote(token)}" if token else "")
+                "GET", path + (f"&continue={quote(token)}" if token else ""), accept=accept
             )
-            items.extend(page.get("items") or [])
+            for item in page.get("items") or []:
+                yield item
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
-                return items
-
-    async def task_uids(self, namespace: str) -> set[str]:
-        """The uids of a namespace's CodeTasks, read afresh in pages of 500, metadata only."""
-        uids: set[str] = set()
-        path = f"{_path(namespace, api.PLURAL, group=api.GROUP, version=api.VERSION)}?limit=500"
-        token = ""
-        while True:
-            page = await self.client.request(
-                "GET",
-                path + (f"&continue={quote(token)}" if token else ""),
-                accept=METADATA_ONLY,
-            )
-            uids.update(item["metadata"]["uid"] for item in page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue") or ""
-            if not token:
-                return uids
+                return
 
     async def allowed(self, review: dict[str, Any]) -> bool:
         """Whether a SubjectAccessReview allows what it asks (a read: nothing is stored)."""
