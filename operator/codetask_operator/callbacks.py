@@ -2,12 +2,12 @@
 
 The event is CloudEvents 1.0 in structured JSON mode (`application/cloudevents+json`), type
 `dev.codetask.task.finished`, id the task's uid (a receiver that got it already can tell), data the
-task's results-stream entry. The body is signed: `X-Codetask-Signature: sha256=<hex HMAC-SHA256 of
-the body>` with the operator's callback key. Only hosts the operator allows are called, checked at
-admission and again before each POST. Delivery retries with backoff (1 s doubling to 60 s) until a
-2xx or `callbackRetrySeconds` after the end; it runs in the background and never holds a reconcile.
-A 2xx is recorded in status.callback; an operator that dies between the two POSTs again once
-(at least once: receivers dedupe by id).
+task's result as in the results stream. The body is signed: `X-Codetask-Signature: sha256=<hex
+HMAC-SHA256 of the body>` with the operator's callback key. Only hosts the operator allows are
+called, checked at admission and again before each POST. Delivery retries with backoff (1 s
+doubling to 60 s) until a 2xx or `callbackRetrySeconds` after the end; it runs in the background and
+never holds a reconcile. A 2xx is recorded in status.callback; an operator that dies between the
+two POSTs again once (at least once: receivers dedupe by id).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from codetask_operator import api, status
-from codetask_operator.results_stream import entry
+from codetask_operator.results_stream import result
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,7 @@ def refusal(url: str, allowed: Sequence[str]) -> str | None:
 
 
 def event(namespace: str, name: str, uid: str, final: Mapping[str, Any]) -> dict[str, Any]:
-    """The task's CloudEvent, its data the results-stream entry (structured, not all strings)."""
-    data: dict[str, Any] = {**entry(namespace, name, uid, final)}
-    data.pop("v")
-    data["attempts"] = final.get("attempts") or 0
-    data["exitCode"] = final.get("exitCode")
-    data["durationSeconds"] = final.get("durationSeconds")
-    data["truncated"] = final.get("truncated") or {}
-    data["agent"] = final.get("agent")
+    """The task's CloudEvent, its data the task's result (results_stream.result)."""
     return {
         "specversion": "1.0",
         "type": EVENT_TYPE,
@@ -86,7 +79,7 @@ def event(namespace: str, name: str, uid: str, final: Mapping[str, Any]) -> dict
         "id": uid,
         "time": final.get("completionTime") or status.iso(datetime.now(UTC)),
         "datacontenttype": "application/json",
-        "data": data,
+        "data": result(namespace, name, uid, final),
     }
 
 

@@ -330,13 +330,8 @@ class Reconciler:
                 if state.held_until is not None and state.held_until <= _now():
                     await self._write(state, {})
                 if state.final or status.is_final(state.status):
-                    if not state.final and self.publisher is not None:
-                        self.publisher.check(
-                            state.namespace, state.name, state.uid, state.status, _now()
-                        )
-                    calls = self.callbacks
-                    if not state.final and calls and calls.wants(state.spec, state.status, _now()):
-                        self._call_back(state)
+                    if not state.final:
+                        self._seen_finished(state)
                     state.finished()
                     await self._expire_if_due(state)
                 else:
@@ -726,8 +721,7 @@ class Reconciler:
         ctx = status.Context(state.generation, 0, 0, False, _now())
         outcome = status.Outcome(api.Phase.FAILED, api.Reason.INVALID_SPEC, message)
         await self._write(state, status.final_patch(state.status, outcome, None, ctx))
-        self._publish(state)
-        self._call_back(state)
+        self._announce(state)
         state.finished()
         self.post_event(state, "Warning", str(api.Reason.INVALID_SPEC), message)
 
@@ -1000,8 +994,7 @@ class Reconciler:
         if state.status.get("nextAttemptTime") or state.status.get("queuePosition"):
             patch.update(nextAttemptTime=None, queuePosition=None)
         await self._write(state, patch)
-        self._publish(state)
-        self._call_back(state)
+        self._announce(state)
         state.finished()
         metrics.FINISHED.labels(str(outcome.phase), str(outcome.reason)).inc()
         if (duration := state.status.get("durationSeconds")) is not None:
@@ -1013,23 +1006,34 @@ class Reconciler:
         await self._expire_if_due(state)
         await self.admit_waiting()
 
+    def _announce(self, state: TaskState) -> None:
+        """In the background, once the task's final status is written: to the results stream,
+        and to its spec.callback."""
+        if self.publisher is not None:
+            final = dict(state.status)
+            self.spawn(
+                f"publish {state.name}",
+                self.publisher.publish(state.namespace, state.name, state.uid, final),
+            )
+        self._call_back(state)
+
+    def _seen_finished(self, state: TaskState) -> None:
+        """A task first seen already finished (after a restart, or finished by another operator):
+        check that it is in the results stream, and resume its callback if still due."""
+        now = _now()
+        if self.publisher is not None:
+            self.publisher.check(state.namespace, state.name, state.uid, state.status, now)
+        if self.callbacks is not None and self.callbacks.wants(state.spec or {}, state.status, now):
+            self._call_back(state)
+
     def _call_back(self, state: TaskState) -> None:
-        """In the background: the task's spec.callback, with its final status (just written)."""
+        """In the background: the task's spec.callback, with its final status."""
         url = ((state.spec or {}).get("callback") or {}).get("url")
         if self.callbacks is not None and url:
             final = dict(state.status)
             self.spawn(
                 f"callback {state.name}",
                 self.callbacks.deliver(state.namespace, state.name, state.uid, url, final),
-            )
-
-    def _publish(self, state: TaskState) -> None:
-        """In the background: the task's final status (just written) to the results stream."""
-        if self.publisher is not None:
-            final = dict(state.status)
-            self.spawn(
-                f"publish {state.name}",
-                self.publisher.publish(state.namespace, state.name, state.uid, final),
             )
 
     async def prune_finished(self) -> None:

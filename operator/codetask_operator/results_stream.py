@@ -32,12 +32,11 @@ def marker(uid: str) -> str:
     return f"codetask:published:{uid}"
 
 
-def entry(namespace: str, name: str, uid: str, status: Mapping[str, Any]) -> dict[str, str]:
-    """The stream entry of a finished task, from its final status (all values strings; JSON where
-    structured). Its stdout and stderr are the status's tails: up to `outputLimitBytes`, read from
-    Redis by the operator where the termination message cut them."""
-    fields: dict[str, Any] = {
-        "v": VERSION,
+def result(namespace: str, name: str, uid: str, status: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished task's result as consumers get it (the stream entry, a callback's data), from its
+    final status. Its stdout and stderr are the status's tails: up to `outputLimitBytes`, read
+    from Redis by the operator where the termination message cut them."""
+    return {
         "namespace": namespace,
         "name": name,
         "uid": uid,
@@ -45,20 +44,28 @@ def entry(namespace: str, name: str, uid: str, status: Mapping[str, Any]) -> dic
         "phase": status.get("phase") or "",
         "reason": status.get("reason") or "",
         "message": status.get("message") or "",
-        "exitCode": "" if status.get("exitCode") is None else status["exitCode"],
-        "durationSeconds": ""
-        if status.get("durationSeconds") is None
-        else status["durationSeconds"],
+        "exitCode": status.get("exitCode"),
+        "durationSeconds": status.get("durationSeconds"),
         "startTime": status.get("startTime") or "",
         "completionTime": status.get("completionTime") or "",
         "stdout": status.get("stdout") or "",
         "stderr": status.get("stderr") or "",
-        "truncated": json.dumps(
-            status.get("truncated") or {}, separators=(",", ":"), sort_keys=True
-        ),
-        "agent": json.dumps(status.get("agent"), separators=(",", ":"), sort_keys=True),
+        "truncated": status.get("truncated") or {},
+        "agent": status.get("agent"),
     }
-    return {key: str(value) for key, value in fields.items()}
+
+
+def entry(namespace: str, name: str, uid: str, status: Mapping[str, Any]) -> dict[str, str]:
+    """The stream entry of a finished task: its `result`, all values strings (JSON for the
+    structured ones, "" for a missing number)."""
+    fields = {"v": VERSION, **result(namespace, name, uid, status)}
+    return {key: _text(key, value) for key, value in fields.items()}
+
+
+def _text(key: str, value: Any) -> str:
+    if key in ("truncated", "agent"):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return "" if value is None else str(value)
 
 
 class ResultsStream:
