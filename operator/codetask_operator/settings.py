@@ -17,6 +17,10 @@ _SECRET_FIELDS = frozenset({"redis_url", "callback_key"})
 _NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*?]([-a-z0-9*?]{0,61}[a-z0-9*?])?$")
 _DNS = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
 _HTTPS = {"ports": [{"port": 443, "protocol": "TCP"}]}
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+"""A finished task is deleted a week after it ended (the chart's default too)."""
+DEFAULT_KEEP_FINISHED = 1000
+"""Finished tasks kept per namespace (the chart's default too)."""
 Mode = Literal["code", "agent"]
 """Task pods run code (the runner's interpreters, or a custom image) or an agent."""
 DEFAULT_TASK_EGRESS: dict[Mode, list[dict[str, Any]]] = {"code": [_DNS], "agent": [_DNS, _HTTPS]}
@@ -33,7 +37,7 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """Everything the operator is configured with."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, env_parse_none_str="null")
 
     runner_image: str = Field("codetask-runner:dev", min_length=1)
     agent_image: str = Field(
@@ -79,7 +83,9 @@ class Settings(BaseSettings):
     max_memory: str = "2Gi"
     max_ephemeral_storage: str = "4Gi"
     default_ttl_seconds_after_finished: int | None = Field(
-        None, ge=0, description="For tasks without spec.ttlSecondsAfterFinished; unset = keep."
+        DEFAULT_TTL_SECONDS,
+        ge=0,
+        description="For tasks without spec.ttlSecondsAfterFinished; None = keep.",
     )
 
     redis_url: str | None = Field(
@@ -94,7 +100,7 @@ class Settings(BaseSettings):
         "password in redis_url.",
     )
     keep_finished_per_namespace: int = Field(
-        0,
+        DEFAULT_KEEP_FINISHED,
         ge=0,
         description="Finished CodeTasks kept per namespace: beyond it the oldest are deleted "
         "(once their result is in the results stream); 0: no limit.",

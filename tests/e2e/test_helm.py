@@ -223,6 +223,26 @@ def test_results_stream_settings_reach_the_operator_with_the_settings_defaults()
     assert off.results_stream == ""
 
 
+def test_finished_tasks_are_bounded_by_default_and_null_keeps_them() -> None:
+    chart, defaults = operator_settings(), Settings.model_validate({})
+    assert (chart.default_ttl_seconds_after_finished, chart.keep_finished_per_namespace) == (
+        defaults.default_ttl_seconds_after_finished,
+        defaults.keep_finished_per_namespace,
+    )
+    assert defaults.default_ttl_seconds_after_finished and defaults.keep_finished_per_namespace
+    keep = operator_settings(
+        *("--set", "defaults.ttlSecondsAfterFinished=null"),
+        *("--set", "defaults.keepFinishedPerNamespace=0"),
+    )
+    assert (keep.default_ttl_seconds_after_finished, keep.keep_finished_per_namespace) == (None, 0)
+    assert (
+        operator_settings(
+            "--set", "defaults.ttlSecondsAfterFinished=0"
+        ).default_ttl_seconds_after_finished
+        == 0
+    )
+
+
 def expected_phase(sample: Path) -> str:
     match = re.search(r"^# expect: (\w+)", sample.read_text(), re.M)
     assert match, f"{sample.name} has no '# expect: Phase' comment"
