@@ -4,6 +4,10 @@ The raw Job runs the runner image with `python3 -c 'print(2+2)'` as its command:
 `status.succeeded`. Both are created with the same client and timed to the watch event that shows
 them done, one at a time, alternating which goes first (ABBA) so drift in the machine's load hits
 both alike. Pods really run on the node.
+
+Afterwards one more task prints past the output limit on stdout and stderr, and the bytes each
+finished task keeps in etcd are read from etcd itself (bench/etcd.py): the CodeTask, its Job and
+pod (until the task is deleted), and their events (an hour), beside a raw Job's.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bench import audit
+from bench import audit, etcd
 from bench.cluster import GROUP, PLURAL, VERSION
 from bench.harness import Context, codetask, job_succeeded, phase, raw_job
 from bench.report import Figure, Result
@@ -24,6 +28,8 @@ from bench.watch import Watcher
 NAME = "e2e"
 TARGET_RATIO = 1.3
 COMMAND = ["python3", "-c", "print(2+2)"]
+FULL = "import sys\nsys.stdout.write('o' * 40000)\nsys.stderr.write('e' * 40000)\n"
+"""Past the default output limit (16 KiB) on both streams."""
 
 
 STAGES = (
@@ -121,6 +127,15 @@ def _late(entries: list[audit.Entry], jobs: list[str]) -> str:
     return f"{late} of {len(jobs)}"
 
 
+def _kept(stored: dict[str, dict[str, int]], runs: list[list[str]]) -> dict[str, int]:
+    """Median etcd bytes of one run's objects (`runs`: each run's object names), by kind, with
+    `objects` the kept ones (all but events) together."""
+    weights = [etcd.weight(stored, names) for names in runs]
+    for w in weights:
+        w["objects"] = sum(b for kind, b in w.items() if kind != "events")
+    return {kind: round(percentile([w[kind] for w in weights], 50)) for kind in weights[0]}
+
+
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
     return {
         stage: round(percentile(values, 50))
@@ -160,6 +175,14 @@ def run(ctx: Context) -> Result:
             job_of[name] = obj["status"].get("jobName") or ""
             code_times[name] = (obj["status"].get("startTime"), obj["status"].get("completionTime"))
 
+        def untimed(name: str, code: str) -> None:
+            ctx.create_task(ns, codetask(name, code))
+            tasks.first(name, phase("Succeeded", "Failed", "TimedOut"), timeout=180)
+            obj = ctx.custom().get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+            if obj["status"]["phase"] != "Succeeded":
+                failures.append(f"{name}: {obj['status'].get('reason')}")
+            job_of[name] = obj["status"].get("jobName") or ""
+
         def raw(name: str) -> None:
             sent = time.perf_counter()
             ctx.create_job(ns, raw_job(name, COMMAND))
@@ -176,9 +199,14 @@ def run(ctx: Context) -> Result:
             pair = [functools.partial(task, f"e{i:03d}"), functools.partial(raw, f"raw-{i:03d}")]
             for step in pair if i % 4 in (0, 3) else pair[::-1]:
                 step()
+        untimed("full-output", FULL)
         tasks.stop()
         jobs.stop()
+        stored = etcd.namespace_sizes(ns, f"{GROUP}/{PLURAL}")
     ctx.run.delete_namespace(ns, wait=120)
+    kept = _kept(stored, [[t, job_of[t]] for t in job_of if t.startswith("e")])
+    raw_kept = _kept(stored, [[f"raw-{i:03d}"] for i in range(n)])
+    full = _kept(stored, [["full-output", job_of["full-output"]]])
 
     entries = [e for e in audit.parse(ctx.audit.lines_since(mark), needle=ns) if e.namespace == ns]
     task_stages = [
@@ -199,6 +227,29 @@ def run(ctx: Context) -> Result:
             t["p50"] <= TARGET_RATIO * r["p50"] and not failures,
         ),
         Figure("end to end p95", t["p95"], "ms", r["p95"], "raw Job p95", "-", None),
+        *(
+            Figure(name, value, "B", baseline, baseline_name, "-", None)
+            for name, value, baseline, baseline_name in (
+                (
+                    "etcd bytes per finished task (task, Job, pod)",
+                    kept["objects"],
+                    raw_kept["objects"],
+                    "raw Job + pod",
+                ),
+                (
+                    "etcd bytes per finished task, output past the limit",
+                    full["objects"],
+                    raw_kept["objects"],
+                    "raw Job + pod",
+                ),
+                (
+                    "etcd bytes of events per task (kept an hour)",
+                    kept["events"],
+                    raw_kept["events"],
+                    "raw Job's",
+                ),
+            )
+        ),
     ]
     return Result(
         NAME,
@@ -216,6 +267,7 @@ def run(ctx: Context) -> Result:
                 "codetask": _late(entries, [job_of[t] for t in job_of if t.startswith("e")]),
                 "raw_job": _late(entries, [f"raw-{i:03d}" for i in range(n)]),
             },
+            "etcd_bytes_median": {"codetask": kept, "raw_job": raw_kept, "full_output": full},
             "failures": failures,
         },
         method=__doc__ or "",

@@ -1,8 +1,9 @@
 """4. Memory: operator RSS with N finished CodeTasks whose Jobs and pods are still there (as after
 a restart), and with 1000 unfinished ones.
 
-Finished (10 000): what successful tasks leave when no TTL deletes anything (the chart sets none),
-made by 16 client threads with six requests a task:
+Finished (10 000): what successful tasks leave within the chart's retention defaults: none older
+than its TTL (a week), spread over namespaces of its keepFinishedPerNamespace each (1000: ten
+namespaces), so nothing is deleted. Made by 16 client threads with six requests a task:
 - the Job, built by the operator's own `jobs.build_job` (controller ownerReference to the task),
   created with `parallelism: 0` (the Job controller never makes a pod for it) and its status
   patched to finished (Complete, `succeeded: 1`); every task's Job first, then 5 s for the Job
@@ -31,7 +32,6 @@ operator serving one empty namespace (the run's others hold the finished tasks b
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import random
@@ -43,12 +43,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from bench import fake_node
 from bench.cluster import GROUP, PLURAL, VERSION, core_api
 from bench.harness import Context, codetask, phase
-from bench.operator_process import Operator
+from bench.operator_process import CHART, Operator
 from bench.report import Figure, Result
 from bench.watch import Watcher
 from codetask_operator import api, jobs, status  # type: ignore[import-not-found, unused-ignore]
@@ -83,6 +84,12 @@ POD_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 """What the Job controller's random pod-name suffixes are made of (apimachinery's rand)."""
 HOST_IP = "198.19.0.1"
 """The fake node's address: 198.18.0.0/15 is reserved for benchmarks, never routed here."""
+
+
+def chart_keep() -> int:
+    """The chart's default keepFinishedPerNamespace (0: no limit)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    return int(values["defaults"]["keepFinishedPerNamespace"])
 
 
 def _settings() -> Any:
@@ -272,6 +279,7 @@ class Dispatched:
     hundreds of MB here), before the Job's pod exists."""
 
     index: int
+    namespace: str
     task: dict[str, Any]
     """Its metadata: name, uid, generation."""
     job: bytes
@@ -306,12 +314,13 @@ def make_job(ctx: Context, ns: str, settings: Any, index: int) -> Dispatched:
         )
     )
     meta = {k: task["metadata"].get(k) for k in ("name", "uid", "generation")}
-    return Dispatched(index, {"metadata": meta}, stored)
+    return Dispatched(index, ns, {"metadata": meta}, stored)
 
 
-def make_pod(ctx: Context, ns: str, node: str, dispatched: Dispatched) -> Made:
+def make_pod(ctx: Context, node: str, dispatched: Dispatched) -> Made:
     """The Job's pod, Succeeded, and the task's final status."""
     core = core_api(ctx.api)
+    ns = dispatched.namespace
     job = json.loads(dispatched.job)
     started = status.parse_time(job["status"]["startTime"])
     ended = status.parse_time(job["status"]["completionTime"])
@@ -338,12 +347,16 @@ def make_pod(ctx: Context, ns: str, node: str, dispatched: Dispatched) -> Made:
     return Made(pod["metadata"]["name"], len(task_bytes), len(dispatched.job), len(pod_bytes))
 
 
-def pods_left(ctx: Context, ns: str, made: set[str]) -> dict[str, Any]:
+def pods_left(ctx: Context, namespaces: list[str], made: set[str]) -> dict[str, Any]:
     """Whether the finished pods stayed as they were made: none gone (pod GC, the taint
-    manager's eviction), deleting, evicted or changed phase, and no other pod (the Job
-    controller's)."""
-    listing = json.loads(_read(core_api(ctx.api).list_namespaced_pod(ns, _preload_content=False)))
-    pods = {p["metadata"]["name"]: p for p in listing["items"]}
+    manager's eviction, the operator's retention), deleting, evicted or changed phase, and no
+    other pod (the Job controller's)."""
+    pods = {}
+    for ns in namespaces:
+        listing = json.loads(
+            _read(core_api(ctx.api).list_namespaced_pod(ns, _preload_content=False))
+        )
+        pods.update({p["metadata"]["name"]: p for p in listing["items"]})
     ours = [pods[name] for name in made & pods.keys()]
     others = sorted(pods.keys() - made)
     found = {
@@ -439,21 +452,26 @@ def _delete(ctx: Context, ns: str) -> float:
     return round(time.monotonic() - started, 1)
 
 
-def make_finished(ctx: Context, ns: str, node: str, n: int) -> dict[str, Any]:
-    """N finished tasks with their Jobs and pods in `ns`, pods bound to `node`."""
+def make_finished(ctx: Context, namespaces: list[str], node: str, n: int) -> dict[str, Any]:
+    """N finished tasks with their Jobs and pods, in `namespaces` in equal blocks, pods bound to
+    `node`."""
     settings = _settings()
+    per = -(-n // len(namespaces))
     started = time.monotonic()
     with ThreadPoolExecutor(THREADS) as pool:
-        finished_jobs = list(pool.map(functools.partial(make_job, ctx, ns, settings), range(n)))
+        finished_jobs = list(
+            pool.map(lambda i: make_job(ctx, namespaces[i // per], settings, i), range(n))
+        )
         jobs_seconds = time.monotonic() - started
         # The Job controller deletes an active pod beyond `parallelism: 0` of a Job its cache
         # still has unfinished: time for the cache to see the last Jobs finished.
         time.sleep(JOB_CACHE_SECONDS)
-        made = list(pool.map(functools.partial(make_pod, ctx, ns, node), finished_jobs))
+        made = list(pool.map(lambda d: make_pod(ctx, node, d), finished_jobs))
     create_seconds = time.monotonic() - started
     creating = create_seconds - JOB_CACHE_SECONDS
     return {
         "tasks": n,
+        "namespaces": len(namespaces),
         "objects": 3 * n,
         "requests": REQUESTS_PER_TASK * n,
         "pods": {m.pod for m in made},
@@ -472,7 +490,7 @@ def make_finished(ctx: Context, ns: str, node: str, n: int) -> dict[str, Any]:
 
 
 def measure_restart(ctx: Context, ns: str, live: int, repeat: int) -> dict[str, Any]:
-    """A fresh operator listing the namespace's finished tasks, then `live` tasks more (deleted
+    """A fresh operator listing the finished tasks, then `live` tasks more in `ns` (deleted
     afterwards, so the next repeat finds the same)."""
     starting = time.monotonic()
     names = [f"live{repeat}-{i:03d}" for i in range(live)]
@@ -594,21 +612,22 @@ def run_repeated(ctx: Context, repeats: int) -> list[Result]:
     leftovers = fake_node.delete_leftovers(ctx.api)
     n = ctx.n(10000, least=200)
     live = max(1, n // 100)
-    ns = ctx.run.namespace(NAME)
+    keep = chart_keep()
+    namespaces = [ctx.run.namespace(f"{NAME}-{i}") for i in range(-(-n // keep) if keep else 1)]
     empty = ctx.run.namespace(f"{NAME}-idle")
     runs: list[tuple[dict[str, float], dict[str, Any], dict[str, Any]]] = []
     with fake_node.fake_node(ctx.api, ctx.run.id) as node:
-        made = make_finished(ctx, ns, node, n)
+        made = make_finished(ctx, namespaces, node, n)
         for repeat in range(repeats):
             with ctx.operator("memory-idle", no_pods=True, serves=empty) as op:
                 time.sleep(SETTLE_SECONDS)
                 idle = op.memory_mb()
             unfinished = measure_unfinished(ctx, ctx.n(1000, least=50), repeat)
-            runs.append((idle, measure_restart(ctx, ns, live, repeat), unfinished))
-        pods = pods_left(ctx, ns, made["pods"])
+            runs.append((idle, measure_restart(ctx, namespaces[0], live, repeat), unfinished))
+        pods = pods_left(ctx, namespaces, made["pods"])
         pods["seconds_since_first_made"] = round(time.monotonic() - made["started"], 1)
         pods["node_taints"] = fake_node.taints(ctx.api, node)
-        delete_seconds = _delete(ctx, ns)
+        delete_seconds = sum(_delete(ctx, ns) for ns in namespaces)
     details = {
         "fake_node": node,
         "pods_after": pods,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench import audit, dispatch
+from bench import audit, dispatch, etcd
 from bench.operator_process import with_launcher
 from bench.profile import buckets, summarize
 from bench.report import Figure, Result, combine, markdown_table
@@ -245,3 +245,19 @@ def test_dispatch_rotates_who_goes_first() -> None:
     assert all(sorted(r) == sorted(dispatch.WAYS) for r in rounds)
     assert sorted(r[0] for r in rounds) == sorted(dispatch.WAYS)
     assert dispatch.order(len(dispatch.WAYS)) == dispatch.order(0)
+
+
+def test_etcd_weight_counts_a_runs_objects_its_jobs_pods_and_events_about_them() -> None:
+    stored = {
+        "codetask.dev/codetasks": {"e001": 900, "e0010": 5},
+        "jobs": {"e001-1": 300, "raw-001": 250},
+        "pods": {"e001-1-x7k2p": 2000, "raw-001-abcde": 1900},
+        "events": {"e001.17f0": 200, "e001-1-x7k2p.17f1": 250, "e0010.1": 7, "raw-001.1": 9},
+    }
+    assert etcd.weight(stored, ["e001", "e001-1"]) == {
+        "codetask.dev/codetasks": 900,
+        "jobs": 300,
+        "pods": 2000,
+        "events": 450,
+    }
+    assert etcd.weight(stored, ["raw-001"])["pods"] == 1900
