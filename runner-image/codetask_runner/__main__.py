@@ -10,7 +10,7 @@ import os
 import time
 
 from . import log
-from .config import INTERPRETERS, PROGRESS_FILE_NAME, Config
+from .config import INTERPRETERS, PROGRESS_FILE_NAME, WARM_INBOX, Config
 from .oom import oom_kills
 from .process import (
     SignalWatch,
@@ -145,12 +145,27 @@ class _Session:
 
 
 def main() -> int:
-    """Run the code (or the agent), write the result, return the exit code."""
+    """Run the code (or the agent), write the result, return the exit code.
+
+    A warm pod first waits for its task (warm.py): none came, it returns 0 and writes no result.
+    """
     ensure_standard_fds()
     watch = SignalWatch()
-    config = Config(os.environ)
+    warm = WARM_INBOX in os.environ
+    problem: str | None = None
+    if warm:
+        from .warm import take_task
+
+        try:
+            if not take_task(watch):
+                return 0
+        except StartError as exc:
+            problem = str(exc)
+    config = Config(os.environ, warm=warm)
     session = _Session(config)
-    if config.mode == "agent":
+    if problem is not None:
+        outcome = _start_error(problem, config)
+    elif config.mode == "agent":
         from .agent import run_agent
 
         outcome = run_agent(config, watch, session)
@@ -187,10 +202,7 @@ def _run_code(config: Config, watch: SignalWatch, session: _Session) -> Outcome:
             fork_python=config.language == "python" and runs_as_this_python(argv[0]),
         )
     except StartError as exc:
-        from .result import start_error
-
-        log.say(str(exc))
-        outcome = start_error(str(exc), config.output_limit)
+        outcome = _start_error(str(exc), config)
     else:
         from .result import from_finished
 
@@ -200,6 +212,13 @@ def _run_code(config: Config, watch: SignalWatch, session: _Session) -> Outcome:
             finished, timeout=config.timeout, grace=config.grace, oom_killed=oom_killed
         )
     return outcome
+
+
+def _start_error(message: str, config: Config) -> Outcome:
+    from .result import start_error
+
+    log.say(message)
+    return start_error(message, config.output_limit)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ DEFAULT_OUTPUT_LIMIT = 16384
 DEFAULT_GRACE = 5.0
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_HEARTBEAT_TTL = 30.0
+WARM_INBOX = "CODETASK_WARM_INBOX"
+"""Set in a warm pod: the Redis list its task comes from (warm.py)."""
 
 
 def deadline_margin(timeout: float) -> float:
@@ -27,6 +29,11 @@ def deadline_margin(timeout: float) -> float:
     Never more than half the timeout, so tiny timeouts still leave the code most of its time.
     """
     return min(1.0, max(0.1, timeout * 0.1), timeout / 2)
+
+
+def workdir(environ: Mapping[str, str]) -> str:
+    """The code's working directory: CODETASK_WORKDIR, else the current one."""
+    return os.path.abspath(environ.get("CODETASK_WORKDIR") or os.getcwd())
 
 
 class Config:
@@ -52,11 +59,14 @@ class Config:
         "result_path",
         "stdin_file",
         "timeout",
+        "warm",
         "workdir",
     )
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[str, str], *, warm: bool = False) -> None:
         env = environ.get
+        self.warm = warm
+        """A warm pod's run (warm.py): the result in Redis comes with a `{prefix}:done` notice."""
         self.errors: list[str] = []
         self.namespace = env("CODETASK_NAMESPACE") or "default"
         self.name = env("CODETASK_NAME") or "unnamed"
@@ -98,7 +108,7 @@ class Config:
             )
         )
         self.grace = self._number(environ, "CODETASK_GRACE_SECONDS", DEFAULT_GRACE, minimum=0)
-        self.workdir = os.path.abspath(env("CODETASK_WORKDIR") or os.getcwd())
+        self.workdir = workdir(environ)
         self.result_path = os.path.abspath(env("CODETASK_RESULT_PATH") or DEFAULT_RESULT_PATH)
         self.redis_url = env("REDIS_URL") or None
         self.redis_prefix = env("CODETASK_REDIS_PREFIX") or f"codetask:{self.namespace}:{self.name}"

@@ -48,6 +48,8 @@ class Reporter:
         self.runner_key = f"{prefix}:runner"
         self.progress_key = f"{prefix}:progress"
         self.result_key = f"{prefix}:result"
+        self.done_key = f"{prefix}:done" if config.warm else None
+        """A warm pod's completion notice: the operator BLPOPs it, then reads the result."""
         self._interval = config.heartbeat_interval
         self._ttl = max(1, math.ceil(config.heartbeat_ttl))
         self._info = {
@@ -155,6 +157,9 @@ class Reporter:
         if progress is not None:
             pipe.set(self.progress_key, progress, ex=RESULT_TTL)
         pipe.set(self.result_key, result, ex=RESULT_TTL)
+        if self.done_key is not None:  # after the result: whoever the push wakes finds it
+            pipe.rpush(self.done_key, 1)
+            pipe.expire(self.done_key, RESULT_TTL)
         pipe.setex(self.heartbeat_key, max(self._ttl, FINISHED_TTL), iso_time(time.time()))
         pipe.execute()
 
