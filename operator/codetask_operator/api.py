@@ -621,6 +621,13 @@ class CallbackStatus(_Model):
     time: datetime | None = Field(None, description="Of the last POST.")
 
 
+class Dispatch(StrEnum):
+    """How an attempt started."""
+
+    COLD = "cold"
+    WARM = "warm"
+
+
 class CodeTaskStatus(_Model):
     """Observed state, written by the operator only."""
 
@@ -678,6 +685,14 @@ class CodeTaskStatus(_Model):
     pool: str | None = Field(
         None, description="The CodeTaskPool of the current or last attempt; unset: none."
     )
+    dispatch: Dispatch | None = Field(
+        None,
+        description="How the current or last attempt started: warm (bound to a ready pod of its "
+        "pool) or cold (a Job of its own); the Scheduled message says why cold in a warm pool.",
+    )
+    bind_seconds: float | None = Field(
+        None, ge=0, description="Warm attempts: how long binding the ready pod took."
+    )
     callback: CallbackStatus | None = Field(None, description="The delivery of spec.callback.")
 
 
@@ -712,6 +727,39 @@ class Toleration(_Model):
         None,
         ge=0,
         description="With NoExecute: how long the pod stays bound to a node after the taint.",
+    )
+
+
+class WarmSpec(_Model):
+    """A pool's warm pods: per namespace, `minReady` pods wait for a task each."""
+
+    namespaces: list[ObjectName] = Field(
+        min_length=1,
+        max_length=64,
+        description="Namespaces (exact names) where warm pods are kept: a task's pod runs in its "
+        "own namespace, so a warm pod waits in the namespace of the tasks it is for. Each must be "
+        "one the pool may be used in.",
+    )
+    min_ready: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="Warm pods kept ready (or starting) in each of the namespaces; the scale "
+        "subresource's replicas (kubectl scale, HPA, KEDA).",
+    )
+    max: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="At most this many warm pods waiting in a namespace, however minReady is "
+        "scaled.",
+    )
+    max_idle_seconds: int = Field(
+        3600,
+        ge=60,
+        le=86400,
+        description="A warm pod left idle this long is replaced, so that image and settings "
+        "changes roll out.",
     )
 
 
@@ -765,6 +813,26 @@ class CodeTaskPoolSpec(_Model):
         None,
         description="The RuntimeClass its pods run with (a sandbox such as gVisor or Kata); it "
         "must exist. Unset: the node's default runtime.",
+    )
+    warm: WarmSpec | None = Field(
+        None,
+        description="Ready pods kept ahead of demand, so that a task that fits starts in "
+        "milliseconds (one fresh pod per task still). Needs Redis. Unset: every task starts cold.",
+    )
+
+
+class CodeTaskPoolStatus(_Model):
+    """Observed state of the pool's warm pods, written by the operator."""
+
+    replicas: int = Field(
+        0, ge=0, description="Warm pods waiting for a task: ready and starting (all namespaces)."
+    )
+    ready: int = Field(0, ge=0, description="Warm pods ready for a task (all namespaces).")
+    bound: int = Field(
+        0, ge=0, description="Warm pods bound to a task and running it (all namespaces)."
+    )
+    message: str | None = Field(
+        None, max_length=4 * KIB, description="Why warm pods are missing, if they are."
     )
 
 

@@ -185,6 +185,10 @@ def custom_resource_definition() -> dict[str, Any]:
 
 
 _POOL_PRINTER_COLUMNS: Final = [
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.ready"},
+    {"name": "Bound", "type": "integer", "jsonPath": ".status.bound"},
+    {"name": "Min", "type": "integer", "jsonPath": ".spec.warm.minReady"},
+    {"name": "Max", "type": "integer", "jsonPath": ".spec.warm.max"},
     {"name": "Runtime", "type": "string", "jsonPath": ".spec.runtimeClassName"},
     {"name": "Image", "type": "string", "jsonPath": ".spec.image"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
@@ -203,8 +207,17 @@ def pool_resource_definition() -> dict[str, Any]:
         "CodeTaskPool is where and with what the tasks that use it run: node placement, runtime "
         "class, runner image and resource class, and which namespaces may use it. Cluster admins "
         "manage pools; task authors only name one (spec.pool).",
-        {"spec": structural(api.CodeTaskPoolSpec)},
-        {"additionalPrinterColumns": _POOL_PRINTER_COLUMNS},
+        {"spec": structural(api.CodeTaskPoolSpec), "status": structural(api.CodeTaskPoolStatus)},
+        {
+            "subresources": {
+                "status": {},
+                "scale": {
+                    "specReplicasPath": ".spec.warm.minReady",
+                    "statusReplicasPath": ".status.replicas",
+                },
+            },
+            "additionalPrinterColumns": _POOL_PRINTER_COLUMNS,
+        },
     )
 
 

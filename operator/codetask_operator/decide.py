@@ -102,6 +102,8 @@ class Observed:
     """That Stop's delete went through."""
     heartbeat_silent: bool = False
     """This attempt's runner beat, then stopped beating (Redis)."""
+    runner_done: bool = False
+    """This attempt's (warm) runner announced through Redis that its result is written."""
     clocks: Clocks = field(default_factory=Clocks)
     pending_grace: float = 20.0
     heartbeat_ttl: float = 30.0
@@ -191,6 +193,12 @@ def _confirm(o: Observed, *reads: str) -> Confirm | None:
 
 def _attempt(o: Observed, spec: CodeTaskSpec, job_name: str) -> Action:
     """The current attempt, whose Job was created."""
+    if o.runner_done:
+        # Its runner wrote the result and is leaving: no need to wait for the kubelet's report.
+        if confirm := _confirm(o, REPORT):
+            return confirm
+        if o.report is not None:
+            return End(o.report)
     if o.job is None:
         return _job_absent(o, spec, job_name)
     job, pod, clocks = o.job, o.pod, o.clocks

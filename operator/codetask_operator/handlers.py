@@ -16,13 +16,14 @@ from typing import Any
 
 import kopf
 
-from codetask_operator import access, api, jobs, metrics, namespace_discovery
+from codetask_operator import access, api, jobs, metrics, namespace_discovery, warm
 from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect, login
 from codetask_operator.pool_catalog import Catalog
 from codetask_operator.reconcile import Reconciler, Registry, TaskState, final_spec, guarded
 from codetask_operator.status import slim
+from codetask_operator.warm_pool import WarmPools
 
 log = logging.getLogger("codetask")
 SELECTOR = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
@@ -104,14 +105,16 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         for task in await _served_tasks(Kube(client), config.namespaces):
             _seen(task)
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
+    if reconciler.warm is not None:
+        _runtime["warm"] = asyncio.create_task(reconciler.warm.run(), name="warm pods")
 
 
 @kopf.on.cleanup(registry=HANDLERS)
 async def cleanup(**_: Any) -> None:
     """Stop the sweeper and close the API client."""
-    sweeper = _runtime.pop("sweeper", None)
-    if sweeper:
-        sweeper.cancel()
+    for name in ("sweeper", "warm"):
+        if (task := _runtime.pop(name, None)) is not None:
+            task.cancel()
     client = _runtime.pop("client", None)
     if client:
         await client.close()
@@ -165,6 +168,13 @@ def _seen(body: Mapping[str, Any]) -> TaskState | None:
     return state
 
 
+def _warm_pools(body: kopf.Body) -> WarmPools | None:
+    """The keeper of warm pods, for a warm Job or pod (bound or not)."""
+    if warm.LABEL_WARM not in (body["metadata"].get("labels") or {}):
+        return None
+    return _reconciler().warm
+
+
 def _unfinished_owner(body: kopf.Body) -> TaskState | None:
     """The state of the task a Job or pod is labelled for, unless finished or deleted. The label
     only selects: the reconciler counts a Job or pod for the task by its ownership."""
@@ -188,6 +198,8 @@ def _unfinished_owner(body: kopf.Body) -> TaskState | None:
 )
 async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """One of our Jobs changed."""
+    if (pools := _warm_pools(body)) is not None:
+        pools.observe_job(event["type"] == "DELETED", body)
     state = _unfinished_owner(body)
     if state is None:
         return
@@ -205,6 +217,8 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
 )
 async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """One of our pods changed."""
+    if (pools := _warm_pools(body)) is not None:
+        pools.observe_pod(event["type"] == "DELETED", body)
     state = _unfinished_owner(body)
     if state is None:
         return

@@ -24,6 +24,8 @@ from codetask_operator.settings import Settings
 log = logging.getLogger("codetask")
 
 DEFAULT_TTL: float = Settings.model_fields["heartbeat_ttl_seconds"].default
+WAIT_SLICE = 10
+"""Seconds one BLPOP for a warm runner's notice waits (then again, while the attempt runs)."""
 
 
 def stats_key(node: str) -> str:
@@ -68,6 +70,10 @@ class Heartbeats:
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
+        self.blocking: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=WAIT_SLICE + 5, socket_connect_timeout=1.0
+        )
+        """For BLPOP: a connection each while it waits."""
         self.ttl = ttl_seconds
         self.healthy = True
         self.run_id: str | None = None
@@ -179,6 +185,29 @@ class Heartbeats:
         self._up()
         return raw.decode() if isinstance(raw, bytes) else raw
 
+    async def push(self, key: str, value: str, ttl: int) -> bool:
+        """Append `value` to the list `key` (kept `ttl` seconds): a warm pod's inbox."""
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, value)
+                pipe.expire(key, ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return False
+        self._up()
+        return True
+
+    async def wait_done(self, key_prefix: str) -> bool | None:
+        """Wait up to WAIT_SLICE seconds for a warm runner's `{prefix}:done` notice: True once it
+        came, False if not yet, None while Redis fails."""
+        try:
+            got = await self.blocking.blpop([f"{key_prefix}:done"], timeout=WAIT_SLICE)  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return None
+        return got is not None
+
     def _down(self, exc: Exception) -> None:
         if self.healthy:
             log.warning("Redis unreachable, tasks run without heartbeats: %s", exc)
@@ -198,5 +227,6 @@ class Heartbeats:
             self.run_id = run_id
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         await self.client.aclose()
+        await self.blocking.aclose()

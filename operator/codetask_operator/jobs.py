@@ -54,7 +54,7 @@ def job_name(task_name: str, task_uid: str, attempt: int) -> str:
     return (base.strip("-") or "task") + suffix
 
 
-def _label_value(text: str) -> str:
+def label_value(text: str) -> str:
     """`text` if it is a valid label value, else a readable prefix plus a hash of it."""
     if len(text) <= 63 and _LABEL_VALUE.match(text):
         return text
@@ -67,8 +67,8 @@ def labels_for(task_name: str, task_uid: str, attempt: int | None = None) -> dic
     """Labels of a task's Jobs and pods; without `attempt`, a selector for all its attempts."""
     labels = {
         LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_TASK: _label_value(task_name),
-        LABEL_TASK_UID: _label_value(task_uid),
+        LABEL_TASK: label_value(task_name),
+        LABEL_TASK_UID: label_value(task_uid),
     }
     if attempt is not None:
         labels[LABEL_ATTEMPT] = str(attempt)
@@ -146,6 +146,15 @@ class RedisAccess:
     prefix: str
 
 
+CONTAINER_SECURITY: Final = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+}
+
+
 def _runner_env(
     spec: api.CodeTaskSpec, settings: Settings, redis: RedisAccess | None
 ) -> list[dict[str, Any]]:
@@ -188,7 +197,7 @@ def _agent_env(agent: api.AgentSpec) -> list[dict[str, Any]]:
     return env
 
 
-def _env(
+def task_env(
     task_name: str,
     namespace: str,
     spec: api.CodeTaskSpec,
@@ -248,18 +257,12 @@ def _container(
     else:
         container.update(image=spec.image, command=spec.command, args=spec.args)
     container.update(
-        env=_env(task_name, namespace, spec, attempt, settings, redis),
+        env=task_env(task_name, namespace, spec, attempt, settings, redis),
         resources=resources(spec.resources, settings, pool),
         volumeMounts=mounts,
         terminationMessagePath=RESULT_PATH,
         terminationMessagePolicy="FallbackToLogsOnError",
-        securityContext={
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-        },
+        securityContext=CONTAINER_SECURITY,
     )
     return container
 
@@ -318,7 +321,7 @@ def build_job(
     container = _container(task_name, namespace, spec, attempt, settings, redis, pool)
     labels = labels_for(task_name, task_uid, attempt)
     if pool is not None:
-        labels[LABEL_POOL] = _label_value(pool.name)
+        labels[LABEL_POOL] = label_value(pool.name)
     mode = "agent" if spec.agent is not None else "code"
     # Services and NetworkPolicies select pods: a task's own label could route a Service's traffic
     # to it or widen its network, so only the keys the operator allows reach the pod.
@@ -340,25 +343,36 @@ def build_job(
             "activeDeadlineSeconds": spec.timeout_seconds,
             "template": {
                 "metadata": template_metadata,
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "dnsPolicy": settings.pod_dns_policy,
-                    "terminationGracePeriodSeconds": settings.grace_seconds + 5,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": NON_ROOT_ID,
-                        "runAsGroup": NON_ROOT_ID,
-                        "fsGroup": NON_ROOT_ID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                    "volumes": _volumes(
-                        spec, container["resources"]["limits"]["ephemeral-storage"]
-                    ),
-                    **placement(pool),
-                },
+                "spec": pod_spec(
+                    settings,
+                    container,
+                    _volumes(spec, container["resources"]["limits"]["ephemeral-storage"]),
+                    pool,
+                ),
             },
         },
+    }
+
+
+def pod_spec(
+    settings: Settings, container: dict[str, Any], volumes: list[dict[str, Any]], pool: Pool | None
+) -> dict[str, Any]:
+    """A task pod's spec (cold or warm): one container, no service account token, no service
+    links, non-root under the runtime's seccomp profile, placed as its pool says."""
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "dnsPolicy": settings.pod_dns_policy,
+        "terminationGracePeriodSeconds": settings.grace_seconds + 5,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_ID,
+            "runAsGroup": NON_ROOT_ID,
+            "fsGroup": NON_ROOT_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+        **placement(pool),
     }

@@ -335,6 +335,26 @@ class Kube:
             _path(namespace, "jobs", name, group="batch"), {"propagationPolicy": "Background"}
         )
 
+    async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patch a Job (a resourceVersion in the patch is a precondition: 409 if stale)."""
+        API_WRITES.labels("patch", "jobs").inc()
+        path = _path(namespace, "jobs", name, group="batch")
+        await self.client.request("PATCH", path, patch, MERGE_PATCH, decode=False)
+
+    async def patch_pod_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        """Add labels to a pod."""
+        API_WRITES.labels("patch", "pods").inc()
+        body = {"metadata": {"labels": labels}}
+        await self.client.request(
+            "PATCH", _path(namespace, "pods", name), body, MERGE_PATCH, decode=False
+        )
+
+    async def patch_pool_status(self, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a CodeTaskPool's status subresource."""
+        API_WRITES.labels("patch", "codetaskpools/status").inc()
+        path = f"/apis/{api.GROUP}/{api.VERSION}/{api.POOL_PLURAL}/{name}/status"
+        await self.client.request("PATCH", path, {"status": status}, MERGE_PATCH, decode=False)
+
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:

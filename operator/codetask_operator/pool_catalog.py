@@ -43,12 +43,16 @@ class Catalog:
         if kind == "DELETED":
             self.pools.pop(name, None)
         else:
-            self.pools[name] = pools.parse(name, body.get("spec") or {})
+            self.pools[name] = pools.parse(
+                name, body.get("spec") or {}, body["metadata"].get("uid", "")
+            )
 
     def replace(self, items: list[dict[str, Any]]) -> None:
         """Take in a full listing: pools not in it are gone."""
         self.pools = {
-            item["metadata"]["name"]: pools.parse(item["metadata"]["name"], item.get("spec") or {})
+            item["metadata"]["name"]: pools.parse(
+                item["metadata"]["name"], item.get("spec") or {}, item["metadata"].get("uid", "")
+            )
             for item in items
         }
 

@@ -21,6 +21,7 @@ class Pool:
     name: str
     spec: api.CodeTaskPoolSpec | None
     invalid: str = ""
+    uid: str = ""
 
 
 def matches(namespace: str, patterns: Sequence[str]) -> bool:
@@ -79,16 +80,23 @@ def caps(pool: Pool | None, operator_caps: Mapping[str, str]) -> dict[str, tuple
     return out
 
 
-def parse(name: str, spec: Mapping[str, object]) -> Pool:
-    """A stored pool object's spec as a Pool; an invalid one (stored before a schema change, or
-    with requests above its limits) keeps why."""
+def parse(name: str, spec: Mapping[str, object], uid: str = "") -> Pool:
+    """A stored pool object's spec as a Pool; an invalid one (stored before a schema change, with
+    requests above its limits, or warm pods where it may not be used) keeps why."""
     try:
         model = api.CodeTaskPoolSpec.model_validate(spec)
     except ValueError as exc:
-        return Pool(name, None, " ".join(str(exc).split())[:500])
+        return Pool(name, None, " ".join(str(exc).split())[:500], uid)
     requests, limits = model.resources.requests.as_dict(), model.resources.limits.as_dict()
     for resource, request in requests.items():
         limit = limits.get(resource)
         if limit is not None and quantity.parse(request) > quantity.parse(limit):
-            return Pool(name, None, f"spec.resources.requests.{resource}: above its limit {limit}")
-    return Pool(name, model)
+            why = f"spec.resources.requests.{resource}: above its limit {limit}"
+            return Pool(name, None, why, uid)
+    if model.warm is not None:
+        allowed = [*model.namespaces, *model.default_for]
+        for i, namespace in enumerate(model.warm.namespaces):
+            if not matches(namespace, allowed):
+                why = f"spec.warm.namespaces[{i}]: the pool may not be used in {namespace}"
+                return Pool(name, None, why, uid)
+    return Pool(name, model, "", uid)

@@ -34,6 +34,7 @@ from codetask_operator import (
     pools,
     redis_access,
     status,
+    warm,
 )
 from codetask_operator.callbacks import Deliverer
 from codetask_operator.heartbeats import Heartbeats
@@ -44,6 +45,7 @@ from codetask_operator.publication import Publisher
 from codetask_operator.results_stream import ResultsStream
 from codetask_operator.settings import Settings
 from codetask_operator.status import Outcome, PodView
+from codetask_operator.warm_pool import WarmPools
 
 log = logging.getLogger("codetask")
 
@@ -95,6 +97,10 @@ class TaskState:
     """Status changes made in memory only: they go with the next write, or at `held_until`."""
     held_until: datetime | None = None
     status_known: bool = False
+    done_attempt: int | None = None
+    """The attempt whose (warm) runner announced its end through Redis."""
+    delivered: int | None = None
+    """The warm attempt whose task this process put into its pod's inbox."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def body(self) -> dict[str, Any]:
@@ -248,6 +254,7 @@ ATTEMPT_FIELDS = (
     "completionTime",
     "podName",
     "nodeName",
+    "bindSeconds",
     "nextAttemptTime",
     "queuePosition",
     "lastHeartbeatTime",
@@ -301,6 +308,9 @@ class Reconciler:
             )
             ttl = settings.results_marker_ttl_seconds
             self.publisher = Publisher(stream, kube, ttl)
+        self.warm: WarmPools | None = None
+        if heartbeats is not None and catalog is not None:
+            self.warm = WarmPools(kube, settings, heartbeats, catalog, self.isolation)
 
     def spawn(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run `coro` in the background (guarded), keeping a reference until it is done."""
@@ -426,6 +436,7 @@ class Reconciler:
             decided=state.decided,
             stopped=state.stopped,
             heartbeat_silent=state.silent_attempt == attempt,
+            runner_done=state.done_attempt == attempt,
             clocks=decide.Clocks(
                 job_missing=_elapsed(state.job_missing_since, now),
                 job_ended=_elapsed(state.job_end_seen, now),
@@ -441,6 +452,8 @@ class Reconciler:
 
     async def _reconcile(self, state: TaskState) -> None:
         spec, spec_error = self._spec(state)
+        if spec is not None:
+            await self._deliver_warm(state, spec)
         fresh: frozenset[str] = frozenset()
         report: Outcome | None = None
         for _ in range(MAX_STEPS):
@@ -741,15 +754,11 @@ class Reconciler:
         if (why := await self.isolation.ensure(state.namespace)) is not None:
             await self._not_isolated(state, attempt, why)
             return
+        redis = await self._redis_access(state, attempt)
+        if await self._start_warm(state, spec, attempt, pool, redis):
+            return
         manifest = jobs.build_job(
-            state.name,
-            state.uid,
-            state.namespace,
-            spec,
-            attempt,
-            self.settings,
-            await self._redis_access(state, attempt),
-            pool,
+            state.name, state.uid, state.namespace, spec, attempt, self.settings, redis, pool
         )
         try:
             name = await self.kube.create_job(state.namespace, manifest, state.uid)
@@ -764,12 +773,25 @@ class Reconciler:
                 return
             raise
         metrics.JOBS_CREATED.inc()
+        message = f"Job {name} created (attempt {attempt})"
+        patch = self._started(state, attempt, name, message, pool)
+        if pool is not None and pool.spec is not None and pool.spec.warm is not None:
+            why = warm.cold_reason(spec, pool, self.settings) or "no warm pod was ready"
+            patch["message"] = f"{message}; started cold: {why}"
+        state.new_attempt()
+        self._hold(state, patch)
+        self.post_event(state, "Normal", "Scheduled", message)
+
+    def _started(
+        self, state: TaskState, attempt: int, job: str, message: str, pool: pools.Pool | None
+    ) -> dict[str, Any]:
+        """The status patch of an attempt whose Job was made (cold) or bound (warm)."""
         conditions = status.set_condition(
             state.status.get("conditions") or [],
             api.ConditionType.ADMITTED,
             api.ConditionStatus.TRUE,
             api.Reason.SCHEDULED,
-            f"Job {name} created",
+            message,
             _now(),
             state.generation,
         )
@@ -780,18 +802,111 @@ class Reconciler:
             {
                 "phase": str(api.Phase.PENDING),
                 "reason": str(api.Reason.SCHEDULED),
-                "message": f"Job {name} created (attempt {attempt})",
+                "message": message,
                 "attempts": attempt,
-                "jobName": name,
+                "jobName": job,
+                "dispatch": "cold",
                 "conditions": conditions,
                 "observedGeneration": state.generation,
             }
         )
         if pool is not None or state.status.get("pool") is not None:
             patch["pool"] = pool.name if pool else None
+        return patch
+
+    async def _start_warm(
+        self,
+        state: TaskState,
+        spec: api.CodeTaskSpec,
+        attempt: int,
+        pool: pools.Pool | None,
+        redis: jobs.RedisAccess | None,
+    ) -> bool:
+        """Start the attempt in a ready warm pod of its pool, if it fits there and one is ready:
+        bind the pod, write the status (after a restart it names the bound Job), deliver the task.
+        False: start it cold."""
+        if self.warm is None or redis is None or pool is None:
+            return False
+        if warm.cold_reason(spec, pool, self.settings) is not None:
+            return False
+        bound = await self.warm.bind(
+            pool, state.namespace, state.name, state.uid, attempt, spec.timeout_seconds
+        )
+        if bound is None:
+            return False
+        message = f"bound to warm pod {bound.pod} (attempt {attempt})"
+        patch = self._started(state, attempt, bound.job, message, pool)
+        now = _now()
+        running = status.set_condition(
+            patch["conditions"],
+            api.ConditionType.RUNNING,
+            api.ConditionStatus.TRUE,
+            api.Reason.STARTED,
+            f"pod {bound.pod} is running",
+            now,
+            state.generation,
+        )
+        # Running already: its pod runs, and has the task in milliseconds.
+        patch.update(
+            {
+                "phase": str(api.Phase.RUNNING),
+                "reason": str(api.Reason.STARTED),
+                "message": f"running on {bound.node}",
+                "dispatch": "warm",
+                "podName": bound.pod,
+                "nodeName": bound.node,
+                "startTime": status.iso(now),
+                "lastHeartbeatTime": status.iso(now),
+                "bindSeconds": round(bound.seconds, 4),
+                "conditions": running,
+            }
+        )
         state.new_attempt()
-        self._hold(state, patch)
-        self.post_event(state, "Normal", "Scheduled", f"Job {name} created (attempt {attempt})")
+        await self._write(state, patch)
+        await self._deliver_warm(state, spec)
+        self.post_event(state, "Normal", "Scheduled", message)
+        return True
+
+    async def _deliver_warm(self, state: TaskState, spec: api.CodeTaskSpec) -> None:
+        """Put a warm attempt's task into its pod's inbox, once per process (again after a restart:
+        the runner takes one and claims the attempt, so a second copy is never run), and wait for
+        its runner's notice in the background."""
+        attempt = int(state.status.get("attempts") or 0)
+        if (
+            self.warm is None
+            or state.status.get("dispatch") != "warm"
+            or state.delivered == attempt
+            or state.final
+            or state.status.get("reason") in decide.BETWEEN_ATTEMPTS
+        ):
+            return
+        job = self.warm.jobs.get((state.namespace, state.status.get("jobName") or ""))
+        token = ((job or {}).get("metadata", {}).get("labels") or {}).get(warm.LABEL_TOKEN)
+        redis = await self._redis_access(state, attempt)
+        if token is None or redis is None:
+            return  # not in view yet, or Redis down: the next pass
+        payload = warm.payload(state.name, state.namespace, spec, attempt, self.settings, redis)
+        if await self.warm.deliver(token, payload):
+            state.delivered = attempt
+            self.spawn(f"warm {state.name}", self._await_done(state, attempt, spec))
+
+    async def _await_done(self, state: TaskState, attempt: int, spec: api.CodeTaskSpec) -> None:
+        """Wait for the warm runner's notice that it wrote its result, then reconcile: the result
+        is in status without waiting for the kubelet to report the pod's end."""
+        assert self.heartbeats is not None
+        prefix = state.redis_prefix(attempt)
+        end = time.monotonic() + spec.timeout_seconds + self.settings.grace_seconds + 60
+        while time.monotonic() < end:
+            current = int(state.status.get("attempts") or 0) == attempt
+            if state.final or state.deleted or not current:
+                return
+            done = await self.heartbeats.wait_done(prefix)
+            if done:
+                state.done_attempt = attempt
+                await self.reconcile(state)
+                return
+            if done is None:
+                await asyncio.sleep(1)
 
     def _unchecked(self, state: TaskState, spec: api.CodeTaskSpec) -> str | None:
         """Why a task may not start with its Secret/ConfigMap references: the webhook did not

@@ -14,7 +14,7 @@ import hmac
 from typing import Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-RUNNER_COMMANDS: Final = ("set", "setex", "hset", "expire", "select", "ping")
+RUNNER_COMMANDS: Final = ("set", "setex", "hset", "expire", "rpush", "select", "ping")
 """What the runner sends (docs/runner-contract.md); AUTH needs no grant."""
 
 

@@ -491,18 +491,23 @@ def running_patch(current: Obj, pod: PodView, ctx: Context) -> dict[str, Any]:
         ctx.now,
         ctx.generation,
     )
+    # A warm pod ran before its attempt was bound to it: the attempt started at the binding.
+    started = pod.started_at
+    bound = parse_time(current.get("startTime"))
+    if bound is not None and (parse_time(started) or bound) < bound:
+        started = current["startTime"]
     patch = {
         "phase": str(Phase.RUNNING),
         "reason": str(Reason.STARTED),
         "message": f"running on {pod.node}",
         "podName": pod.name,
         "nodeName": pod.node,
-        "startTime": pod.started_at,
+        "startTime": started,
         "conditions": conditions,
     }
     if current.get("lastHeartbeatTime") is None:
         # Until a runner heartbeat (Redis) says more: the kubelet reports the container running.
-        patch["lastHeartbeatTime"] = pod.started_at
+        patch["lastHeartbeatTime"] = started
     return changed(current, patch)
 
 

@@ -102,11 +102,19 @@ def test_pool_affinity_alone_keeps_unknown_fields() -> None:
     )
 
 
-def test_pools_are_cluster_scoped_without_status() -> None:
+def test_pools_are_cluster_scoped_with_status_and_scale_for_their_warm_pods() -> None:
     spec = crd.pool_resource_definition()["spec"]
     assert spec["scope"] == "Cluster" and spec["names"]["shortNames"] == ["ctp"]
-    assert "subresources" not in spec["versions"][0]
+    subresources = spec["versions"][0]["subresources"]
+    assert subresources["scale"] == {
+        "specReplicasPath": ".spec.warm.minReady",
+        "statusReplicasPath": ".status.replicas",
+    }
+    assert "status" in subresources
     assert pool_schema()["properties"]["spec"]["required"] == ["namespaces"]
+    warm = pool_schema()["properties"]["spec"]["properties"]["warm"]
+    assert warm["required"] == ["namespaces"]
+    assert warm["properties"]["minReady"]["default"] == 1
 
 
 def test_every_spec_and_status_field_is_explained() -> None:

@@ -250,6 +250,27 @@ CASES: list[tuple[str, Observed, tuple[Any, ...]]] = [
         ("End", Phase.FAILED, Reason.NON_ZERO_EXIT),
     ),
     (
+        "warm runner announced its end: read its report",
+        observed(pod=pod("running"), redis=True, runner_done=True),
+        ("Confirm", REPORT),
+    ),
+    (
+        "warm runner announced its end: its report ends the attempt before the kubelet's",
+        observed(
+            pod=pod("running"),
+            redis=True,
+            runner_done=True,
+            fresh=frozenset({REPORT}),
+            report=Outcome(Phase.SUCCEEDED, Reason.COMPLETED, "the code exited 0", 0),
+        ),
+        ("End", Phase.SUCCEEDED, Reason.COMPLETED),
+    ),
+    (
+        "warm runner announced its end, no report (expired): judged as any attempt",
+        observed(pod=pod("running"), redis=True, runner_done=True, fresh=frozenset({REPORT})),
+        ("Update", "Running", "Started"),
+    ),
+    (
         "Job gone, nothing known: Lost, its pod stopped",
         observed(job=None, fresh=frozenset({JOB, PODS})),
         ("Stop", Phase.FAILED, Reason.LOST),

@@ -273,6 +273,14 @@ def test_running_patch_reports_pod_node_and_start_then_changes_nothing_twice() -
     assert status.running_patch(patch, p, ctx()) == {}
 
 
+def test_an_attempt_bound_to_a_running_warm_pod_started_at_its_binding() -> None:
+    p = view(pod(running=True))  # its container started 2026-11-23T12:00:01Z
+    bound = {"startTime": "2026-11-23T12:30:00.250Z"}
+    assert "startTime" not in status.running_patch(bound, p, ctx())  # kept
+    earlier = {"startTime": "2026-11-23T11:00:00Z"}  # a cold attempt's pod started after
+    assert status.running_patch(earlier, p, ctx())["startTime"] == "2026-11-23T12:00:01Z"
+
+
 @pytest.mark.parametrize("waiting", ["ContainerCreating", "PodInitializing", None])
 def test_a_schedulable_pending_pod_writes_nothing(waiting: str | None) -> None:
     created = {"phase": "Pending", "reason": "Scheduled", "message": "Job t-abc-1 created"}

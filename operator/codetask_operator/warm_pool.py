@@ -1,0 +1,291 @@
+"""The pools' warm pods (warm.py decides; this keeps them and binds them): the warm Jobs and pods
+in view (from the operator's Job and pod watches), made and recycled to each pool's `spec.warm`,
+bound to tasks, and counted in the pools' status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from codetask_operator import jobs, metrics, redis_access, status, warm
+from codetask_operator.heartbeats import Heartbeats
+from codetask_operator.isolation import Isolation
+from codetask_operator.kube import ApiError, Kube
+from codetask_operator.pool_catalog import Catalog
+from codetask_operator.pools import Pool
+from codetask_operator.settings import Settings
+
+log = logging.getLogger("codetask.warm")
+
+BIND_TRIES: Final = 3
+"""Ready pods tried per binding before the task starts cold (another task may take each first)."""
+INBOX_TTL: Final = 86400
+"""A delivered task waits in the inbox at most this long (the pod's idle limit ends sooner)."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A task's attempt bound to a warm pod."""
+
+    job: str
+    pod: str | None
+    node: str | None
+    token: str
+    seconds: float
+
+
+def _time(text: str | None) -> datetime | None:
+    return status.parse_time(text)
+
+
+class WarmPools:
+    """Keeps each pool's warm pods per `spec.warm`, and binds tasks to them."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        heartbeats: Heartbeats,
+        catalog: Catalog,
+        isolation: Isolation,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.heartbeats = heartbeats
+        self.catalog = catalog
+        self.isolation = isolation
+        self.secret = redis_access.secret(settings.redis_acl_secret, settings.redis_url or "")
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        """(namespace, name) → a warm Job as last seen, or as made (until the watch shows it)."""
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        """(namespace, Job name) → its pod as last seen."""
+        self.wake = asyncio.Event()
+        self.written: dict[str, dict[str, Any]] = {}
+        """Pool name → the status last written."""
+        self.retired: set[str] = set()
+        """Tokens of warm pods that ended or went, whose Redis users are to be deleted."""
+
+    def observe_job(self, deleted: bool, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        token = (meta.get("labels") or {}).get(warm.LABEL_TOKEN)
+        if deleted:
+            self.jobs.pop(key, None)
+            self.pods.pop(key, None)
+            if token:
+                self.retired.add(token)
+            self.wake.set()
+            return
+        self.jobs[key] = {
+            "metadata": {
+                k: meta.get(k)
+                for k in (
+                    "name",
+                    "namespace",
+                    "labels",
+                    "resourceVersion",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                )
+            },
+            "status": dict(body.get("status") or {}),
+        }
+        if status.job_finished(self.jobs[key]) is not None:
+            if token:
+                self.retired.add(token)
+            self.wake.set()
+
+    def observe_pod(self, deleted: bool, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        job = (meta.get("labels") or {}).get("job-name")
+        if not job:
+            return
+        key = (meta["namespace"], job)
+        if deleted:
+            if (self.pods.get(key) or {}).get("name") == meta["name"]:
+                self.pods.pop(key, None)
+            return
+        running = any(
+            "running" in (c.get("state") or {})
+            for c in (body.get("status") or {}).get("containerStatuses") or []
+        )
+        self.pods[key] = {
+            "name": meta["name"],
+            "node": (body.get("spec") or {}).get("nodeName"),
+            "running": running and not meta.get("deletionTimestamp"),
+        }
+
+    def view(self, pool: str, namespace: str) -> list[warm.WarmPod]:
+        """The pool's warm pods in `namespace`."""
+        value = jobs.label_value(pool)
+        out = []
+        for (ns, name), job in self.jobs.items():
+            labels = job["metadata"].get("labels") or {}
+            if ns != namespace or labels.get(warm.LABEL_WARM) != value:
+                continue
+            pod = self.pods.get((ns, name)) or {}
+            out.append(
+                warm.WarmPod(
+                    namespace=ns,
+                    job=name,
+                    pool=pool,
+                    token=labels.get(warm.LABEL_TOKEN, ""),
+                    created=_time(job["metadata"].get("creationTimestamp")),
+                    pod=pod.get("name"),
+                    node=pod.get("node"),
+                    running=bool(pod.get("running")),
+                    bound=jobs.LABEL_TASK_UID in labels,
+                    ended=status.job_finished(job) is not None,
+                    deleting=bool(job["metadata"].get("deletionTimestamp")),
+                )
+            )
+        return out
+
+    def _served(self, namespace: str) -> bool:
+        patterns = self.settings.namespaces
+        return not patterns or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
+
+    async def run(self) -> None:
+        """Keep the pools' warm pods, on every change in view and at least every sweep."""
+        while True:
+            self.wake.clear()
+            try:
+                await self.maintain()
+            except (ApiError, OSError) as exc:
+                log.warning("keeping warm pods: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.settings.sweep_interval_seconds)
+
+    async def maintain(self) -> None:
+        """Make, delete and count each pool's warm pods; delete the Redis users of those gone."""
+        if self.retired:
+            retired, self.retired = self.retired, set()
+            await self.heartbeats.revoke([warm.user(token) for token in sorted(retired)])
+        now = datetime.now(UTC)
+        for pool in list(self.catalog.pools.values()):
+            if pool.spec is None or pool.spec.warm is None:
+                continue
+            served = [ns for ns in pool.spec.warm.namespaces if self._served(ns)]
+            if not served:
+                continue  # another release's (pools are cluster-wide)
+            counts = {"replicas": 0, "ready": 0, "bound": 0}
+            problems: list[str] = []
+            for namespace in served:
+                if why := await self._keep(pool, namespace, now, counts):
+                    problems.append(f"{namespace}: {why}")
+            await self._write_status(pool, counts, problems)
+        await self._drop_orphans()
+
+    async def _keep(
+        self, pool: Pool, namespace: str, now: datetime, counts: dict[str, int]
+    ) -> str | None:
+        """Bring one namespace's warm pods of `pool` to its spec; why not, if not."""
+        assert pool.spec is not None and pool.spec.warm is not None
+        pods = self.view(pool.name, namespace)
+        make, going = warm.plan(pods, pool.spec.warm, now)
+        counts["bound"] += sum(1 for p in pods if p.bound and not p.ended)
+        counts["ready"] += len(warm.ready(pods, pool.spec.warm, now))
+        counts["replicas"] += sum(
+            1 for p in pods if not (p.bound or p.ended or p.deleting) and p.job not in going
+        )
+        for name in going:
+            await self.kube.delete_job(namespace, name)
+            self.jobs[(namespace, name)]["metadata"]["deletionTimestamp"] = status.iso(now)
+        if not make:
+            return None
+        if await self.heartbeats.task_access() is not True:
+            return "Redis cannot give warm pods users of their own"
+        if (why := await self.isolation.ensure(namespace)) is not None:
+            return why
+        for _ in range(make):
+            await self._make(pool, namespace, now)
+            counts["replicas"] += 1
+        return None
+
+    async def _make(self, pool: Pool, namespace: str, now: datetime) -> None:
+        token = warm.new_token()
+        password = warm.password(self.secret, namespace, token)
+        if not await self.heartbeats.grant(warm.user(token), warm.acl_rules(token, password)):
+            raise OSError("Redis did not take the warm pod's user")
+        assert self.settings.redis_url is not None
+        url = redis_access.task_url(self.settings.redis_url, warm.user(token), password)
+        manifest = warm.build_job(pool, namespace, self.settings, token, url)
+        await self.kube.create_job(namespace, manifest, pool.uid)
+        metrics.JOBS_CREATED.inc()
+        made = {**manifest["metadata"], "creationTimestamp": status.iso(now)}
+        self.jobs[(namespace, manifest["metadata"]["name"])] = {"metadata": made, "status": {}}
+
+    async def _drop_orphans(self) -> None:
+        """Delete the waiting pods of pools (or namespaces) that no longer keep warm pods."""
+        kept = {
+            (ns, jobs.label_value(pool.name))
+            for pool in self.catalog.pools.values()
+            if pool.spec is not None and pool.spec.warm is not None
+            for ns in pool.spec.warm.namespaces
+        }
+        for (ns, name), job in list(self.jobs.items()):
+            labels = job["metadata"].get("labels") or {}
+            waiting = jobs.LABEL_TASK_UID not in labels and not job["metadata"].get(
+                "deletionTimestamp"
+            )
+            if waiting and (ns, labels.get(warm.LABEL_WARM)) not in kept:
+                await self.kube.delete_job(ns, name)
+                job["metadata"]["deletionTimestamp"] = status.iso(datetime.now(UTC))
+
+    async def _write_status(self, pool: Pool, counts: dict[str, int], problems: list[str]) -> None:
+        """The pool's counts (and why pods are missing), when they changed."""
+        body: dict[str, Any] = {**counts, "message": "; ".join(problems)[:4000] or None}
+        if self.written.get(pool.name) == body:
+            return
+        try:
+            await self.kube.patch_pool_status(pool.name, body)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        self.written[pool.name] = body
+
+    async def bind(
+        self,
+        pool: Pool,
+        namespace: str,
+        name: str,
+        uid: str,
+        attempt: int,
+        timeout_seconds: int,
+    ) -> Bound | None:
+        """Bind the attempt to a ready warm pod of `pool` in `namespace`; None when there is none
+        (or each one tried went to another task first)."""
+        assert pool.spec is not None and pool.spec.warm is not None
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        for pod in warm.ready(self.view(pool.name, namespace), pool.spec.warm, now)[:BIND_TRIES]:
+            job = self.jobs[(namespace, pod.job)]
+            patch = warm.bind_patch(job, name, uid, attempt, timeout_seconds, now)
+            try:
+                await self.kube.patch_job(namespace, pod.job, patch)
+            except ApiError as exc:
+                if exc.status not in (404, 409):
+                    raise
+                continue  # taken, changed or gone: the watch will say
+            task_labels = patch["metadata"]["labels"]
+            job["metadata"]["labels"] = {**job["metadata"]["labels"], **task_labels}
+            if pod.pod is not None:
+                with contextlib.suppress(ApiError):  # gone: its Job's labels still say
+                    await self.kube.patch_pod_labels(namespace, pod.pod, task_labels)
+            self.wake.set()
+            return Bound(pod.job, pod.pod, pod.node, pod.token, time.monotonic() - started)
+        return None
+
+    async def deliver(self, token: str, payload: dict[str, Any]) -> bool:
+        """Put the task into the warm pod's inbox."""
+        data = json.dumps(payload, separators=(",", ":"))
+        return await self.heartbeats.push(warm.inbox(token), data, INBOX_TTL)
