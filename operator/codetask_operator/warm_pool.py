@@ -118,11 +118,14 @@ class WarmPools:
             "running" in (c.get("state") or {})
             for c in (body.get("status") or {}).get("containerStatuses") or []
         )
-        self.pods[key] = {
+        pod = {
             "name": meta["name"],
             "node": (body.get("spec") or {}).get("nodeName"),
             "running": running and not meta.get("deletionTimestamp"),
         }
+        if (self.pods.get(key) or {}).get("running") != pod["running"]:
+            self.wake.set()  # ready (or not) now: the pool's status says so
+        self.pods[key] = pod
 
     def view(self, pool: str, namespace: str) -> list[warm.WarmPod]:
         """The pool's warm pods in `namespace`."""
