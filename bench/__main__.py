@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from bench import apicost, burst, dispatch, e2e, memory, plot, runner
+from bench import apicost, burst, dispatch, e2e, memory, plot, runner, warm
 from bench.cluster import Identity, Run, api_client, apply_crd, cleanup_all, server_version
 from bench.harness import Context
 from bench.operator_process import operator_user
 from bench.report import RESULTS, LoadSampler, Result, combine, machine, markdown_table
 
 BENCHMARKS: dict[str, ModuleType] = {
-    m.NAME: m for m in (runner, dispatch, burst, apicost, e2e, memory)
+    m.NAME: m for m in (runner, dispatch, burst, apicost, e2e, warm, memory)
 }
 """In the order `python -m bench` runs them: the heaviest on the cluster last."""
 
