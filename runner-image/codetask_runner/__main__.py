@@ -73,6 +73,8 @@ class _Session:
         self.progress_path = os.path.join(config.workdir, PROGRESS_FILE_NAME)
         self.warn = log.Once()
         """The run's one Redis warning, whatever fails first."""
+        self.claimed_elsewhere = False
+        """Another pod runs this attempt: its keys in Redis are that pod's to write."""
 
     def prepare(self) -> None:
         """Before the start: create the progress file the code may append to."""
@@ -110,6 +112,7 @@ class _Session:
                 )
                 return
         if not ours:
+            self.claimed_elsewhere = True
             raise StartError(
                 f"attempt {config.attempt} was claimed by another pod already; "
                 "not run a second time"
@@ -133,8 +136,8 @@ class _Session:
                 self.reporter.progress(fields)
 
     def finish(self, outcome: Outcome) -> None:
-        """The full result to Redis."""
-        if not self.config.redis_url:
+        """The full result to Redis (unless another pod has the attempt: its result stays)."""
+        if not self.config.redis_url or self.claimed_elsewhere:
             return
         from .heartbeat import Reporter
         from .result import document, encode

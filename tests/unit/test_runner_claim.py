@@ -88,6 +88,9 @@ def test_a_second_runner_of_the_same_attempt_does_not_run_the_code(
     assert second.result["reason"] == "StartError"
     assert "claimed by another pod" in second.result["message"]
     assert marker.read_text() == "ran\n"
+    # The attempt's result in Redis stays the first runner's: the second reports only in its pod.
+    stored = server.client.get(f"{prefix}:result")
+    assert stored is not None and '"Completed"' in stored
 
 
 def test_a_pod_started_after_its_attempts_user_was_revoked_does_not_run_the_code(
