@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import redis
 
-from codetask_operator import api, jobs, pools, warm
+from codetask_operator import api, jobs, pools, redis_access, warm
 from codetask_operator.settings import Settings
+from tests.local_redis import RedisServer
 
 pytestmark = pytest.mark.unit
 
@@ -164,3 +166,34 @@ def test_warm_pods_only_where_the_pool_may_be_used() -> None:
     bad = pools.parse("p", {"namespaces": ["team-*"], "warm": {"namespaces": ["ops"]}})
     assert bad.spec is None
     assert bad.invalid == "spec.warm.namespaces[0]: the pool may not be used in ops"
+
+
+def test_no_task_or_warm_pod_can_put_a_task_into_another_warm_pods_inbox(
+    server: RedisServer,
+) -> None:
+    """Against a real redis-server: an inbox is the operator's to fill and its pod's to empty."""
+    for token in ("mine", "other"):
+        rules = warm.acl_rules(token, f"pw-{token}")
+        server.client.execute_command("ACL", "SETUSER", warm.user(token), *rules)
+    attempt = redis_access.prefix("ns", "t", "uid", 1)
+    server.client.execute_command(
+        "ACL", "SETUSER", "attempt", *redis_access.acl_rules(attempt, "pw-attempt")
+    )
+    server.client.rpush(warm.inbox("mine"), "task")
+    own = as_user(server, warm.user("mine"), "pw-mine")
+    assert own.blpop([warm.inbox("mine")], timeout=1) == (warm.inbox("mine").encode(), b"task")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        own.blpop([warm.inbox("other")], timeout=1)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        own.rpush(warm.inbox("mine"), "forged")
+    task = as_user(server, "attempt", "pw-attempt")
+    task.rpush(f"{attempt}:done", 1)  # its own notice, allowed
+    for key in (warm.inbox("mine"), warm.inbox("other")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            task.rpush(key, "forged")
+    assert server.client.llen(warm.inbox("other")) == 0
+
+
+def as_user(server: RedisServer, user: str, password: str) -> redis.Redis:
+    host = server.url.rsplit("@", 1)[-1].split("/")[0]
+    return redis.Redis.from_url(f"redis://{user}:{password}@{host}/0")
