@@ -774,10 +774,10 @@ class Reconciler:
             raise
         metrics.JOBS_CREATED.inc()
         message = f"Job {name} created (attempt {attempt})"
-        patch = self._started(state, attempt, name, message, pool)
         if pool is not None and pool.spec is not None and pool.spec.warm is not None:
             why = warm.cold_reason(spec, pool, self.settings) or "no warm pod was ready"
-            patch["message"] = f"{message}; started cold: {why}"
+            message = f"{message}; started cold: {why}"
+        patch = self._started(state, attempt, name, message, pool)
         state.new_attempt()
         self._hold(state, patch)
         self.post_event(state, "Normal", "Scheduled", message)

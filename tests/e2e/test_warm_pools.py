@@ -14,7 +14,7 @@ import pytest
 import redis
 from kubernetes import client
 
-from tests.e2e.conftest import namespace_operator
+from tests.e2e.conftest import kubectl, namespace_operator
 from tests.e2e.tasks import Operator, codetask, create, wait_for
 
 COUNT = (
@@ -118,6 +118,22 @@ def test_a_task_that_does_not_fit_or_finds_no_ready_pod_starts_cold(
     got = {task: finished(api_client, ns, task) for task in ("a", "b")}
     assert {s["stdout"] for s in got.values()} == {"a\n", "b\n"}
     assert sorted(s["dispatch"] for s in got.values()) in (["cold", "warm"], ["warm", "warm"])
+
+
+def test_an_empty_pool_starts_its_tasks_cold_and_scaling_it_makes_ready_pods(
+    api_client: client.ApiClient, warm_namespace: tuple[str, Operator], pool: Callable[..., str]
+) -> None:
+    ns, _ = warm_namespace
+    name = pool(namespaces=[ns], warm={"namespaces": [ns], "minReady": 0})
+    create(api_client, ns, codetask("e", language="python", code="print(4)", pool=name))
+    status = finished(api_client, ns, "e")
+    assert (status["phase"], status["stdout"], status["dispatch"]) == ("Succeeded", "4\n", "cold")
+    admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
+    assert "started cold: no warm pod was ready" in admitted["message"]
+    done = kubectl("scale", "ctp", name, "--replicas=2")  # the scale subresource, as an HPA would
+    assert done.returncode == 0, done.stderr
+    wait_ready(api_client, name, 2)
+    assert len(warm_pods(api_client, ns, name)) == 2
 
 
 def test_a_deleted_ready_pod_is_replaced(
