@@ -831,6 +831,9 @@ class CodeTaskPoolStatus(_Model):
     bound: int = Field(
         0, ge=0, description="Warm pods bound to a task and running it (all namespaces)."
     )
+    selector: str | None = Field(
+        None, description="Label selector of the pool's warm pods (for the scale subresource)."
+    )
     message: str | None = Field(
         None, max_length=4 * KIB, description="Why warm pods are missing, if they are."
     )

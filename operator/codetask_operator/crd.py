@@ -214,6 +214,7 @@ def pool_resource_definition() -> dict[str, Any]:
                 "scale": {
                     "specReplicasPath": ".spec.warm.minReady",
                     "statusReplicasPath": ".status.replicas",
+                    "labelSelectorPath": ".status.selector",
                 },
             },
             "additionalPrinterColumns": _POOL_PRINTER_COLUMNS,

@@ -195,10 +195,12 @@ def _attempt(o: Observed, spec: CodeTaskSpec, job_name: str) -> Action:
     """The current attempt, whose Job was created."""
     if o.runner_done:
         # Its runner wrote the result and is leaving: no need to wait for the kubelet's report.
+        # The Job goes too: the code may have written the report itself and still run, and a
+        # finished task no longer counts against the running limits.
         if confirm := _confirm(o, REPORT):
             return confirm
         if o.report is not None:
-            return End(o.report)
+            return Stop(o.report)
     if o.job is None:
         return _job_absent(o, spec, job_name)
     job, pod, clocks = o.job, o.pod, o.clocks

@@ -280,6 +280,12 @@ class Kube:
         items: list[dict[str, Any]] = (await self.client.request("GET", path)).get("items") or []
         return items
 
+    async def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The namespace's Jobs matching a label selector, as the API server has them now."""
+        path = _path(namespace, "jobs", group="batch") + f"?labelSelector={quote(selector)}"
+        items: list[dict[str, Any]] = (await self.client.request("GET", path)).get("items") or []
+        return items
+
     async def failed_create(self, namespace: str, job_uid: str) -> str | None:
         """The newest FailedCreate message the Job controller recorded for this Job, if any: why
         the cluster refuses its pod (quota, admission)."""

@@ -1016,9 +1016,12 @@ class Reconciler:
         return password
 
     async def _grant_all(self) -> None:
-        """Set again the users of every attempt under way (the same passwords: HMAC)."""
+        """Set again the users of every attempt under way and of every waiting warm pod (the same
+        passwords: HMAC)."""
         if self.heartbeats is None or not await self.heartbeats.task_access():
             return
+        if self.warm is not None:
+            await self.warm.regrant()
         for state in list(self.registry.tasks.values()):
             under_way = state.status.get("jobName") and (
                 state.status.get("reason") not in decide.BETWEEN_ATTEMPTS

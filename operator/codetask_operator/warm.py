@@ -242,7 +242,8 @@ class WarmPod:
 
 def plan(pods: list[WarmPod], warm: api.WarmSpec, now: datetime) -> tuple[int, list[str]]:
     """How many warm Jobs to make in one namespace, and which to delete: those idle past
-    maxIdleSeconds and those that ended without a task."""
+    maxIdleSeconds, those that ended without a task, and the newest beyond the target (scaled
+    down), those not running yet first."""
     waiting = [p for p in pods if not (p.bound or p.ended or p.deleting)]
     old = [
         p.job
@@ -251,7 +252,10 @@ def plan(pods: list[WarmPod], warm: api.WarmSpec, now: datetime) -> tuple[int, l
     ]
     ended = [p.job for p in pods if p.ended and not p.bound and not p.deleting]
     target = min(warm.min_ready, warm.max)
-    return max(0, target - (len(waiting) - len(old))), old + ended
+    kept = [p for p in waiting if p.job not in old]
+    kept.sort(key=lambda p: (p.running, -(p.created or now).timestamp()))
+    excess = [p.job for p in kept[: max(0, len(kept) - target)]]
+    return max(0, target - len(kept)), old + ended + excess
 
 
 def ready(pods: list[WarmPod], warm: api.WarmSpec, now: datetime) -> list[WarmPod]:

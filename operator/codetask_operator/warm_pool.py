@@ -73,6 +73,10 @@ class WarmPools:
         """Pool name → the status last written."""
         self.retired: set[str] = set()
         """Tokens of warm pods that ended or went, whose Redis users are to be deleted."""
+        self.listed: set[tuple[str, str]] = set()
+        """(namespace, pool) whose warm Jobs were read afresh by this process."""
+        self.claiming: set[tuple[str, str]] = set()
+        """Warm Jobs a binding is patching now: other bindings pass them by."""
 
     def observe_job(self, deleted: bool, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -163,8 +167,8 @@ class WarmPools:
             self.wake.clear()
             try:
                 await self.maintain()
-            except (ApiError, OSError) as exc:
-                log.warning("keeping warm pods: %s", exc)
+            except Exception:  # logged; the next pass tries again
+                log.exception("keeping warm pods failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.settings.sweep_interval_seconds)
 
@@ -183,7 +187,11 @@ class WarmPools:
             counts = {"replicas": 0, "ready": 0, "bound": 0}
             problems: list[str] = []
             for namespace in served:
-                if why := await self._keep(pool, namespace, now, counts):
+                try:
+                    why = await self._keep(pool, namespace, now, counts)
+                except (ApiError, OSError) as exc:
+                    why = f"{exc}"
+                if why:
                     problems.append(f"{namespace}: {why}")
             await self._write_status(pool, counts, problems)
         await self._drop_orphans()
@@ -193,6 +201,9 @@ class WarmPools:
     ) -> str | None:
         """Bring one namespace's warm pods of `pool` to its spec; why not, if not."""
         assert pool.spec is not None and pool.spec.warm is not None
+        if (namespace, pool.name) not in self.listed:
+            # The watch may not have shown this namespace's warm Jobs yet (a restart): read them.
+            await self._list(pool, namespace)
         pods = self.view(pool.name, namespace)
         make, going = warm.plan(pods, pool.spec.warm, now)
         counts["bound"] += sum(1 for p in pods if p.bound and not p.ended)
@@ -202,7 +213,8 @@ class WarmPools:
         )
         for name in going:
             await self.kube.delete_job(namespace, name)
-            self.jobs[(namespace, name)]["metadata"]["deletionTimestamp"] = status.iso(now)
+            if (job := self.jobs.get((namespace, name))) is not None:
+                job["metadata"]["deletionTimestamp"] = status.iso(now)
         if not make:
             return None
         if await self.heartbeats.task_access() is not True:
@@ -222,10 +234,36 @@ class WarmPools:
         assert self.settings.redis_url is not None
         url = redis_access.task_url(self.settings.redis_url, warm.user(token), password)
         manifest = warm.build_job(pool, namespace, self.settings, token, url)
-        await self.kube.create_job(namespace, manifest, pool.uid)
+        try:
+            await self.kube.create_job(namespace, manifest, pool.uid)
+        except ApiError:
+            await self.heartbeats.revoke([warm.user(token)])
+            raise
         metrics.JOBS_CREATED.inc()
         made = {**manifest["metadata"], "creationTimestamp": status.iso(now)}
-        self.jobs[(namespace, manifest["metadata"]["name"])] = {"metadata": made, "status": {}}
+        # Until the watch shows it (unless it already did): counted, never bound.
+        self.jobs.setdefault(
+            (namespace, manifest["metadata"]["name"]), {"metadata": made, "status": {}}
+        )
+
+    async def _list(self, pool: Pool, namespace: str) -> None:
+        """Take in the pool's warm Jobs in `namespace` as the API server has them now."""
+        selector = f"{warm.LABEL_WARM}={jobs.label_value(pool.name)}"
+        for job in await self.kube.list_jobs(namespace, selector):
+            key = (namespace, job["metadata"]["name"])
+            if key not in self.jobs:
+                self.observe_job(False, job)
+        self.listed.add((namespace, pool.name))
+
+    async def regrant(self) -> None:
+        """Set the Redis users of the waiting warm pods again (Redis restarted empty, or failed
+        over to a replica that never had them): otherwise they look ready and never get a task."""
+        for (namespace, _), job in list(self.jobs.items()):
+            labels = job["metadata"].get("labels") or {}
+            token = labels.get(warm.LABEL_TOKEN)
+            if token and jobs.LABEL_TASK_UID not in labels:
+                password = warm.password(self.secret, namespace, token)
+                await self.heartbeats.grant(warm.user(token), warm.acl_rules(token, password))
 
     async def _drop_orphans(self) -> None:
         """Delete the waiting pods of pools (or namespaces) that no longer keep warm pods."""
@@ -246,7 +284,11 @@ class WarmPools:
 
     async def _write_status(self, pool: Pool, counts: dict[str, int], problems: list[str]) -> None:
         """The pool's counts (and why pods are missing), when they changed."""
-        body: dict[str, Any] = {**counts, "message": "; ".join(problems)[:4000] or None}
+        body: dict[str, Any] = {
+            **counts,
+            "selector": f"{warm.LABEL_WARM}={jobs.label_value(pool.name)}",
+            "message": "; ".join(problems)[:4000] or None,
+        }
         if self.written.get(pool.name) == body:
             return
         try:
@@ -270,15 +312,24 @@ class WarmPools:
         assert pool.spec is not None and pool.spec.warm is not None
         started = time.monotonic()
         now = datetime.now(UTC)
-        for pod in warm.ready(self.view(pool.name, namespace), pool.spec.warm, now)[:BIND_TRIES]:
+        candidates = [
+            pod
+            for pod in warm.ready(self.view(pool.name, namespace), pool.spec.warm, now)
+            if (namespace, pod.job) not in self.claiming
+            and "resourceVersion" in self.jobs[(namespace, pod.job)]["metadata"]
+        ]
+        for pod in candidates[:BIND_TRIES]:
             job = self.jobs[(namespace, pod.job)]
             patch = warm.bind_patch(job, name, uid, attempt, timeout_seconds, now)
+            self.claiming.add((namespace, pod.job))
             try:
                 await self.kube.patch_job(namespace, pod.job, patch)
             except ApiError as exc:
                 if exc.status not in (404, 409):
                     raise
                 continue  # taken, changed or gone: the watch will say
+            finally:
+                self.claiming.discard((namespace, pod.job))
             task_labels = patch["metadata"]["labels"]
             job["metadata"]["labels"] = {**job["metadata"]["labels"], **task_labels}
             if pod.pod is not None:

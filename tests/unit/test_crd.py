@@ -109,6 +109,7 @@ def test_pools_are_cluster_scoped_with_status_and_scale_for_their_warm_pods() ->
     assert subresources["scale"] == {
         "specReplicasPath": ".spec.warm.minReady",
         "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
     }
     assert "status" in subresources
     assert pool_schema()["properties"]["spec"]["required"] == ["namespaces"]

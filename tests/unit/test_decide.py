@@ -255,7 +255,7 @@ CASES: list[tuple[str, Observed, tuple[Any, ...]]] = [
         ("Confirm", REPORT),
     ),
     (
-        "warm runner announced its end: its report ends the attempt before the kubelet's",
+        "warm runner announced its end: its report ends the attempt (and its Job) at once",
         observed(
             pod=pod("running"),
             redis=True,
@@ -263,7 +263,7 @@ CASES: list[tuple[str, Observed, tuple[Any, ...]]] = [
             fresh=frozenset({REPORT}),
             report=Outcome(Phase.SUCCEEDED, Reason.COMPLETED, "the code exited 0", 0),
         ),
-        ("End", Phase.SUCCEEDED, Reason.COMPLETED),
+        ("Stop", Phase.SUCCEEDED, Reason.COMPLETED),
     ),
     (
         "warm runner announced its end, no report (expired): judged as any attempt",

@@ -145,6 +145,19 @@ def pod(name: str, age: float = 10, **state: bool) -> warm.WarmPod:
         ([pod("a", running=True, deleting=True)], 2, [], []),
         ([pod("a", age=4000, running=True), pod("b", running=True)], 1, ["a"], ["b"]),
         ([pod("b", age=5, running=True), pod("a", age=9, running=True)], 0, [], ["a", "b"]),
+        # Scaled down (or more than the target after a restart): the newest go, not running first.
+        (
+            [pod("a", age=9, running=True), pod("b", age=7, running=True), pod("c", age=1)],
+            0,
+            ["c"],
+            ["a", "b"],
+        ),
+        (
+            [pod(n, age=10 - i, running=True) for i, n in enumerate("abcd")],
+            0,
+            ["d", "c"],
+            ["a", "b"],
+        ),
     ],
 )
 def test_a_pool_keeps_min_ready_waiting_pods_and_recycles_idle_and_ended_ones(
