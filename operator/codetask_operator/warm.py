@@ -44,6 +44,9 @@ OWN_ENV: Final = frozenset(
     }
 )
 """The warm pod's own variables: a task's payload does not carry them (the runner ignores them)."""
+IDLE_MARGIN: Final = 30
+"""A waiting pod this close to its idle limit is replaced, never bound: its runner may be leaving
+(it counts from its own start, a little after the Job's creation)."""
 DEADLINE_MARGIN: Final = 5
 """Seconds the bound Job's deadline leaves beyond the runner's own timeout, as a cold Job's."""
 
@@ -248,7 +251,8 @@ def plan(pods: list[WarmPod], warm: api.WarmSpec, now: datetime) -> tuple[int, l
     old = [
         p.job
         for p in waiting
-        if p.created is not None and (now - p.created).total_seconds() > warm.max_idle_seconds
+        if p.created is not None
+        and (now - p.created).total_seconds() > warm.max_idle_seconds - IDLE_MARGIN
     ]
     ended = [p.job for p in pods if p.ended and not p.bound and not p.deleting]
     target = min(warm.min_ready, warm.max)

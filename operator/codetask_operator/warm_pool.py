@@ -91,15 +91,18 @@ class WarmPools:
             return
         self.jobs[key] = {
             "metadata": {
-                k: meta.get(k)
-                for k in (
-                    "name",
-                    "namespace",
-                    "labels",
-                    "resourceVersion",
-                    "creationTimestamp",
-                    "deletionTimestamp",
-                )
+                **{
+                    k: meta.get(k)
+                    for k in (
+                        "name",
+                        "namespace",
+                        "labels",
+                        "resourceVersion",
+                        "creationTimestamp",
+                        "deletionTimestamp",
+                    )
+                },
+                "controller": status.controller_uid(dict(body)),
             },
             "status": dict(body.get("status") or {}),
         }
@@ -131,26 +134,31 @@ class WarmPools:
             self.wake.set()  # ready (or not) now: the pool's status says so
         self.pods[key] = pod
 
-    def view(self, pool: str, namespace: str) -> list[warm.WarmPod]:
-        """The pool's warm pods in `namespace`."""
-        value = jobs.label_value(pool)
+    def view(self, pool: Pool, namespace: str) -> list[warm.WarmPod]:
+        """The pool's warm pods in `namespace`: its label, and made by the pool (a Job labelled so
+        by anyone else is not one) or bound to a task since."""
+        value = jobs.label_value(pool.name)
         out = []
         for (ns, name), job in self.jobs.items():
             labels = job["metadata"].get("labels") or {}
             if ns != namespace or labels.get(warm.LABEL_WARM) != value:
+                continue
+            bound = jobs.LABEL_TASK_UID in labels
+            owner = job["metadata"].get("controller")
+            if not bound and owner != pool.uid:
                 continue
             pod = self.pods.get((ns, name)) or {}
             out.append(
                 warm.WarmPod(
                     namespace=ns,
                     job=name,
-                    pool=pool,
+                    pool=pool.name,
                     token=labels.get(warm.LABEL_TOKEN, ""),
                     created=_time(job["metadata"].get("creationTimestamp")),
                     pod=pod.get("name"),
                     node=pod.get("node"),
                     running=bool(pod.get("running")),
-                    bound=jobs.LABEL_TASK_UID in labels,
+                    bound=bound,
                     ended=status.job_finished(job) is not None,
                     deleting=bool(job["metadata"].get("deletionTimestamp")),
                 )
@@ -204,7 +212,7 @@ class WarmPools:
         if (namespace, pool.name) not in self.listed:
             # The watch may not have shown this namespace's warm Jobs yet (a restart): read them.
             await self._list(pool, namespace)
-        pods = self.view(pool.name, namespace)
+        pods = self.view(pool, namespace)
         make, going = warm.plan(pods, pool.spec.warm, now)
         counts["bound"] += sum(1 for p in pods if p.bound and not p.ended)
         counts["ready"] += len(warm.ready(pods, pool.spec.warm, now))
@@ -240,7 +248,11 @@ class WarmPools:
             await self.heartbeats.revoke([warm.user(token)])
             raise
         metrics.JOBS_CREATED.inc()
-        made = {**manifest["metadata"], "creationTimestamp": status.iso(now)}
+        made = {
+            **manifest["metadata"],
+            "creationTimestamp": status.iso(now),
+            "controller": pool.uid,
+        }
         # Until the watch shows it (unless it already did): counted, never bound.
         self.jobs.setdefault(
             (namespace, manifest["metadata"]["name"]), {"metadata": made, "status": {}}
@@ -314,7 +326,7 @@ class WarmPools:
         now = datetime.now(UTC)
         candidates = [
             pod
-            for pod in warm.ready(self.view(pool.name, namespace), pool.spec.warm, now)
+            for pod in warm.ready(self.view(pool, namespace), pool.spec.warm, now)
             if (namespace, pod.job) not in self.claiming
             and "resourceVersion" in self.jobs[(namespace, pod.job)]["metadata"]
         ]
