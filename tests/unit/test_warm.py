@@ -11,6 +11,7 @@ import redis
 
 from codetask_operator import api, jobs, pools, redis_access, warm
 from codetask_operator.settings import Settings
+from codetask_operator.warm_pool import WarmPools
 from tests.local_redis import RedisServer
 
 pytestmark = pytest.mark.unit
@@ -210,3 +211,21 @@ def test_no_task_or_warm_pod_can_put_a_task_into_another_warm_pods_inbox(
 def as_user(server: RedisServer, user: str, password: str) -> redis.Redis:
     host = server.url.rsplit("@", 1)[-1].split("/")[0]
     return redis.Redis.from_url(f"redis://{user}:{password}@{host}/0")
+
+
+def test_only_jobs_the_pool_made_are_its_warm_pods() -> None:
+    keeper = WarmPools(None, SETTINGS, None, None, None)  # type: ignore[arg-type]  # no I/O here
+
+    def job(name: str, owner: str) -> dict[str, Any]:
+        ref = {"apiVersion": "v1", "kind": "X", "name": "o", "uid": owner, "controller": True}
+        labels = {warm.LABEL_WARM: "fast", warm.LABEL_TOKEN: name}
+        meta = {"name": name, "namespace": "team-a", "labels": labels, "ownerReferences": [ref]}
+        return {"metadata": {**meta, "resourceVersion": "1", "creationTimestamp": iso(NOW)}}
+
+    keeper.observe_job(False, job("real", "pool-uid"))
+    keeper.observe_job(False, job("forged", "someone-else"))
+    assert [p.job for p in keeper.view(pool(), "team-a")] == ["real"]
+
+
+def iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
