@@ -198,6 +198,15 @@ class Heartbeats:
         self._up()
         return True
 
+    async def claimed(self, key_prefix: str) -> bool | None:
+        """Whether a runner claimed the attempt (`{prefix}:claim`); None while Redis fails."""
+        try:
+            found = await self.client.exists(f"{key_prefix}:claim")
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return None
+        return bool(found)
+
     async def wait_done(self, key_prefix: str) -> bool | None:
         """Wait up to WAIT_SLICE seconds for a warm runner's `{prefix}:done` notice: True once it
         came, False if not yet, None while Redis fails."""

@@ -907,6 +907,12 @@ class Reconciler:
                 return
             if done is None:
                 await asyncio.sleep(1)
+            elif await self.heartbeats.claimed(prefix) is False:
+                # Not taken in a whole wait (Redis restarted and lost the inbox, or a reply was
+                # lost): deliver it again; the runner's claim keeps it to one run.
+                state.delivered = None
+                await self._deliver_warm(state, spec)
+                return
 
     def _unchecked(self, state: TaskState, spec: api.CodeTaskSpec) -> str | None:
         """Why a task may not start with its Secret/ConfigMap references: the webhook did not
