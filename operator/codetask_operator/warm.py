@@ -110,6 +110,11 @@ def labels(pool: Pool, token: str) -> dict[str, str]:
     }
 
 
+def selector(pool: str) -> str:
+    """The label selector of a pool's warm Jobs and pods (bound ones included)."""
+    return f"{LABEL_WARM}={jobs.label_value(pool)}"
+
+
 def build_job(
     pool: Pool, namespace: str, settings: Settings, token: str, redis_url: str
 ) -> dict[str, Any]:

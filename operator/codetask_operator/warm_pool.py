@@ -43,10 +43,6 @@ class Bound:
     seconds: float
 
 
-def _time(text: str | None) -> datetime | None:
-    return status.parse_time(text)
-
-
 class WarmPools:
     """Keeps each pool's warm pods per `spec.warm`, and binds tasks to them."""
 
@@ -89,23 +85,9 @@ class WarmPools:
                 self.retired.add(token)
             self.wake.set()
             return
-        self.jobs[key] = {
-            "metadata": {
-                **{
-                    k: meta.get(k)
-                    for k in (
-                        "name",
-                        "namespace",
-                        "labels",
-                        "resourceVersion",
-                        "creationTimestamp",
-                        "deletionTimestamp",
-                    )
-                },
-                "controller": status.controller_uid(dict(body)),
-            },
-            "status": dict(body.get("status") or {}),
-        }
+        slim = status.slim(body)
+        slim["metadata"]["resourceVersion"] = meta.get("resourceVersion")  # binding's precondition
+        self.jobs[key] = slim
         if status.job_finished(self.jobs[key]) is not None:
             if token:
                 self.retired.add(token)
@@ -154,7 +136,7 @@ class WarmPools:
                     job=name,
                     pool=pool.name,
                     token=labels.get(warm.LABEL_TOKEN, ""),
-                    created=_time(job["metadata"].get("creationTimestamp")),
+                    created=status.parse_time(job["metadata"].get("creationTimestamp")),
                     pod=pod.get("name"),
                     node=pod.get("node"),
                     running=bool(pod.get("running")),
@@ -234,10 +216,15 @@ class WarmPools:
             counts["replicas"] += 1
         return None
 
+    async def _grant(self, namespace: str, token: str) -> str | None:
+        """Create (or set again) a warm pod's Redis user; its password, None if Redis failed."""
+        password = warm.password(self.secret, namespace, token)
+        granted = await self.heartbeats.grant(warm.user(token), warm.acl_rules(token, password))
+        return password if granted else None
+
     async def _make(self, pool: Pool, namespace: str, now: datetime) -> None:
         token = warm.new_token()
-        password = warm.password(self.secret, namespace, token)
-        if not await self.heartbeats.grant(warm.user(token), warm.acl_rules(token, password)):
+        if (password := await self._grant(namespace, token)) is None:
             raise OSError("Redis did not take the warm pod's user")
         assert self.settings.redis_url is not None
         url = redis_access.task_url(self.settings.redis_url, warm.user(token), password)
@@ -260,8 +247,7 @@ class WarmPools:
 
     async def _list(self, pool: Pool, namespace: str) -> None:
         """Take in the pool's warm Jobs in `namespace` as the API server has them now."""
-        selector = f"{warm.LABEL_WARM}={jobs.label_value(pool.name)}"
-        for job in await self.kube.list_jobs(namespace, selector):
+        for job in await self.kube.list_jobs(namespace, warm.selector(pool.name)):
             key = (namespace, job["metadata"]["name"])
             if key not in self.jobs:
                 self.observe_job(False, job)
@@ -274,8 +260,7 @@ class WarmPools:
             labels = job["metadata"].get("labels") or {}
             token = labels.get(warm.LABEL_TOKEN)
             if token and jobs.LABEL_TASK_UID not in labels:
-                password = warm.password(self.secret, namespace, token)
-                await self.heartbeats.grant(warm.user(token), warm.acl_rules(token, password))
+                await self._grant(namespace, token)
 
     async def _drop_orphans(self) -> None:
         """Delete the waiting pods of pools (or namespaces) that no longer keep warm pods."""
@@ -298,7 +283,7 @@ class WarmPools:
         """The pool's counts (and why pods are missing), when they changed."""
         body: dict[str, Any] = {
             **counts,
-            "selector": f"{warm.LABEL_WARM}={jobs.label_value(pool.name)}",
+            "selector": warm.selector(pool.name),
             "message": "; ".join(problems)[:4000] or None,
         }
         if self.written.get(pool.name) == body:
