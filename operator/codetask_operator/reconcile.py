@@ -755,7 +755,7 @@ class Reconciler:
             await self._not_isolated(state, attempt, why)
             return
         redis = await self._redis_access(state, attempt)
-        if await self._start_warm(state, spec, attempt, pool, redis):
+        if (cold := await self._start_warm(state, spec, attempt, pool, redis)) is None:
             return
         manifest = jobs.build_job(
             state.name, state.uid, state.namespace, spec, attempt, self.settings, redis, pool
@@ -774,9 +774,8 @@ class Reconciler:
             raise
         metrics.JOBS_CREATED.inc()
         message = f"Job {name} created (attempt {attempt})"
-        if pool is not None and pool.spec is not None and pool.spec.warm is not None:
-            why = warm.cold_reason(spec, pool, self.settings) or "no warm pod was ready"
-            message = f"{message}; started cold: {why}"
+        if cold:
+            message = f"{message}; started cold: {cold}"
         patch = self._started(state, attempt, name, message, pool)
         state.new_attempt()
         self._hold(state, patch)
@@ -821,19 +820,22 @@ class Reconciler:
         attempt: int,
         pool: pools.Pool | None,
         redis: jobs.RedisAccess | None,
-    ) -> bool:
+    ) -> str | None:
         """Start the attempt in a ready warm pod of its pool, if it fits there and one is ready:
         bind the pod, write the status (after a restart it names the bound Job), deliver the task.
-        False: start it cold."""
-        if self.warm is None or redis is None or pool is None:
-            return False
-        if warm.cold_reason(spec, pool, self.settings) is not None:
-            return False
+        None once started; else why it starts cold ("" outside a warm pool)."""
+        if pool is None or pool.spec is None or pool.spec.warm is None:
+            return ""
+        if (why := warm.cold_reason(spec, pool, self.settings)) is not None:
+            return why
+        not_ready = "no warm pod was ready"
+        if self.warm is None or redis is None:
+            return not_ready
         bound = await self.warm.bind(
             pool, state.namespace, state.name, state.uid, attempt, spec.timeout_seconds
         )
         if bound is None:
-            return False
+            return not_ready
         message = f"bound to warm pod {bound.pod} (attempt {attempt})"
         patch = self._started(state, attempt, bound.job, message, pool)
         now = _now()
@@ -863,14 +865,16 @@ class Reconciler:
         )
         state.new_attempt()
         await self._write(state, patch)
-        await self._deliver_warm(state, spec)
+        await self._deliver_warm(state, spec, redis)
         self.post_event(state, "Normal", "Scheduled", message)
-        return True
+        return None
 
-    async def _deliver_warm(self, state: TaskState, spec: api.CodeTaskSpec) -> None:
+    async def _deliver_warm(
+        self, state: TaskState, spec: api.CodeTaskSpec, redis: jobs.RedisAccess | None = None
+    ) -> None:
         """Put a warm attempt's task into its pod's inbox, once per process (again after a restart:
         the runner takes one and claims the attempt, so a second copy is never run), and wait for
-        its runner's notice in the background."""
+        its runner's notice in the background. `redis`: the attempt's access, if just granted."""
         attempt = int(state.status.get("attempts") or 0)
         if (
             self.warm is None
@@ -882,9 +886,11 @@ class Reconciler:
             return
         job = self.warm.jobs.get((state.namespace, state.status.get("jobName") or ""))
         token = ((job or {}).get("metadata", {}).get("labels") or {}).get(warm.LABEL_TOKEN)
-        redis = await self._redis_access(state, attempt)
-        if token is None or redis is None:
-            return  # not in view yet, or Redis down: the next pass
+        if token is None:
+            return  # not in view yet: the next pass
+        redis = redis or await self._redis_access(state, attempt)
+        if redis is None:
+            return  # Redis down: the next pass
         payload = warm.payload(state.name, state.namespace, spec, attempt, self.settings, redis)
         if await self.warm.deliver(token, payload):
             state.delivered = attempt
