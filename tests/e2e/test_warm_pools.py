@@ -48,6 +48,13 @@ def wait_ready(api_client: client.ApiClient, name: str, ready: int, timeout: flo
         time.sleep(0.2)
 
 
+def ready_pool(api_client: client.ApiClient, pool: Callable[..., str], ns: str, ready: int) -> str:
+    """A pool keeping `ready` warm pods in `ns`, once they are ready."""
+    name = pool(namespaces=[ns], warm={"namespaces": [ns], "minReady": ready})
+    wait_ready(api_client, name, ready)
+    return name
+
+
 def warm_pods(api_client: client.ApiClient, ns: str, pool: str) -> list[client.V1Pod]:
     pods = client.CoreV1Api(api_client).list_namespaced_pod(
         ns, label_selector=f"codetask.dev/warm={pool}"
@@ -73,8 +80,7 @@ def test_a_task_that_fits_runs_in_a_warm_pod_once_and_the_pool_refills(
     redis_url: str,
 ) -> None:
     ns, _ = warm_namespace
-    name = pool(namespaces=[ns], warm={"namespaces": [ns], "minReady": 2})
-    wait_ready(api_client, name, 2)
+    name = ready_pool(api_client, pool, ns, 2)
     counter = redis.Redis.from_url(redis_url)
     env = [{"name": "WARM_REDIS", "value": redis_url}]
     sent = time.monotonic()
@@ -100,8 +106,7 @@ def test_a_task_that_does_not_fit_or_finds_no_ready_pod_starts_cold(
     api_client: client.ApiClient, warm_namespace: tuple[str, Operator], pool: Callable[..., str]
 ) -> None:
     ns, _ = warm_namespace
-    name = pool(namespaces=[ns], warm={"namespaces": [ns], "minReady": 1})
-    wait_ready(api_client, name, 1)
+    name = ready_pool(api_client, pool, ns, 1)
     big = {"limits": {"memory": "300Mi"}}
     create(
         api_client,
@@ -140,8 +145,7 @@ def test_a_deleted_ready_pod_is_replaced(
     api_client: client.ApiClient, warm_namespace: tuple[str, Operator], pool: Callable[..., str]
 ) -> None:
     ns, _ = warm_namespace
-    name = pool(namespaces=[ns], warm={"namespaces": [ns], "minReady": 1})
-    wait_ready(api_client, name, 1)
+    name = ready_pool(api_client, pool, ns, 1)
     (victim,) = warm_pods(api_client, ns, name)
     client.CoreV1Api(api_client).delete_namespaced_pod(victim.metadata.name, ns)
     until(
@@ -166,8 +170,7 @@ def test_an_operator_killed_while_binding_runs_the_code_once(
     delay: float,
 ) -> None:
     ns, op = warm_namespace
-    name = pool(namespaces=[ns], warm={"namespaces": [ns], "minReady": 1})
-    wait_ready(api_client, name, 1)
+    name = ready_pool(api_client, pool, ns, 1)
     counter = redis.Redis.from_url(redis_url)
     env = [{"name": "WARM_REDIS", "value": redis_url}]
     code = COUNT + "print('once')"
