@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from bench.cluster import GROUP, PLURAL, VERSION
@@ -67,7 +68,7 @@ def run(ctx: Context) -> Result:
     ms: dict[str, list[float]] = {"warm": [], "cold": [], "raw": []}
     bind_ms: list[float] = []
     refill_s: list[float] = []
-    dispatch: dict[str, int] = {}
+    dispatch: Counter[str] = Counter()
     failures: list[str] = []
     with ctx.operator(NAME, values=("--set", "redis.enabled=true")):
         pool = _pool(ctx, ns)
@@ -91,9 +92,7 @@ def run(ctx: Context) -> Result:
         def warm(name: str) -> None:
             _wait_ready(ctx, pool, READY)
             got = task("warm", name)
-            dispatch[got.get("dispatch") or "none"] = (
-                dispatch.get(got.get("dispatch") or "none", 0) + 1
-            )
+            dispatch[got.get("dispatch") or "none"] += 1
             if got.get("bindSeconds") is not None:
                 bind_ms.append(got["bindSeconds"] * 1000)
             refill_s.append(_wait_ready(ctx, pool, READY))
