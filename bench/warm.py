@@ -160,7 +160,7 @@ def run(ctx: Context) -> Result:
             "raw_job_ms": r,
             "bind_ms": b,
             "refill_seconds": f,
-            "warm_tasks_by_dispatch": dispatch,
+            "warm_tasks_by_dispatch": dict(dispatch),  # asdict() would rebuild a Counter from pairs
             "failures": failures,
         },
         method=__doc__ or "",
