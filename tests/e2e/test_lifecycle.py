@@ -168,8 +168,17 @@ def test_limit_of_two_is_never_exceeded_and_queued_tasks_start_by_priority(
         name: ts(next(c for c in s["conditions"] if c["type"] == "Admitted")["lastTransitionTime"])
         for name, s in statuses.items()
     }
-    order = [priorities[int(name[1:])] for name in sorted(admitted, key=admitted.__getitem__)]
-    assert order == sorted(priorities, reverse=True), order
+    # Slots freed together are filled in one decision, and those tasks' starts race each other:
+    # within a round (under a second apart; a round lasts the 3 s sleep) the order is free.
+    by_time = sorted(admitted, key=admitted.__getitem__)
+    late = [
+        (priorities[int(hi[1:])], priorities[int(lo[1:])])
+        for hi in admitted
+        for lo in admitted
+        if priorities[int(hi[1:])] > priorities[int(lo[1:])]
+        and (admitted[hi] - admitted[lo]).total_seconds() >= 1
+    ]
+    assert not late, [(priorities[int(n[1:])], admitted[n].isoformat()) for n in by_time]
 
 
 def metric(port: str, name: str) -> float:
