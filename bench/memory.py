@@ -15,7 +15,9 @@ namespaces), so nothing is deleted. Made by 16 client threads with six requests 
   taint), its status patched to Succeeded with container `runner` terminated (exit 0, Completed)
   and the runner's result JSON as termination message (encoded by `codetask_runner.result`);
 - the CodeTask with the final status the operator writes for that Job and pod
-  (`status.attempt_outcome`, `status.final_patch`).
+  (`status.attempt_outcome`, `status.final_patch`);
+- the Job and the pod labelled `codetask.dev/finished`, as the operator labels them once it has
+  written that status (until 2026-12-05 they were not, and every restart listed them).
 Then a fresh operator starts and lists them all; 1 % more tasks are created live and dispatched
 (Jobs with `parallelism: 0`, no pods); 15 s to settle. Afterwards the pods are counted: one gone
 (pod GC, eviction), evicted, no longer Succeeded, or one more (the Job controller's), and the
@@ -136,6 +138,7 @@ def job_manifest(task: dict[str, Any], settings: Any) -> dict[str, Any]:
         meta["name"], meta["uid"], meta["namespace"], spec, 1, settings
     )
     job["spec"]["parallelism"] = 0
+    job["metadata"]["labels"][jobs.LABEL_FINISHED] = "true"  # as the operator leaves it
     return job
 
 
@@ -157,7 +160,8 @@ def job_status(started: datetime, ended: datetime) -> dict[str, Any]:
 
 def pod_manifest(job: dict[str, Any], node: str) -> dict[str, Any]:
     """The pod the Job controller makes from the Job's template (the API server added
-    `controller-uid` and `job-name` to its labels), bound to `node`, tolerating every taint."""
+    `controller-uid` and `job-name` to its labels), bound to `node`, tolerating every taint, with
+    the label the operator adds once its task has finished."""
     meta, template = job["metadata"], job["spec"]["template"]
     suffix = "".join(random.choices(POD_SUFFIX_CHARS, k=5))
     owner = {
@@ -174,7 +178,7 @@ def pod_manifest(job: dict[str, Any], node: str) -> dict[str, Any]:
         "metadata": {
             "name": f"{meta['name']}-{suffix}",
             "generateName": f"{meta['name']}-",
-            "labels": template["metadata"]["labels"],
+            "labels": {**template["metadata"]["labels"], jobs.LABEL_FINISHED: "true"},
             "annotations": template["metadata"].get("annotations") or {},
             "ownerReferences": [owner],
         },

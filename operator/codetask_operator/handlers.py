@@ -26,7 +26,8 @@ from codetask_operator.status import slim
 from codetask_operator.warm_pool import WarmPools
 
 log = logging.getLogger("codetask")
-SELECTOR = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY}"
+SELECTOR = f"{jobs.LABEL_MANAGED_BY}={jobs.MANAGED_BY},!{jobs.LABEL_FINISHED}"
+"""The Jobs and pods the operator watches: its own, less those of finished tasks."""
 API_ERROR_BACKOFFS = (1, 2, 4, 8, 15, 30, 30, 30, 30)
 """Seconds between kopf's retries of a failing API call (watches included)."""
 
@@ -175,14 +176,25 @@ def _warm_pools(body: kopf.Body) -> WarmPools | None:
     return _reconciler().warm
 
 
-def _unfinished_owner(body: kopf.Body) -> TaskState | None:
+def _unfinished_owner(event: kopf.RawEvent, body: kopf.Body, plural: str) -> TaskState | None:
     """The state of the task a Job or pod is labelled for, unless finished or deleted. The label
-    only selects: the reconciler counts a Job or pod for the task by its ownership."""
+    only selects: the reconciler counts a Job or pod for the task by its ownership. A finished
+    task's Job or pod still in the watch (the operator stopped before labelling it) is labelled."""
     uid = (body["metadata"].get("labels") or {}).get(jobs.LABEL_TASK_UID)
     if not uid:
         return None
     state = registry.get(uid)
-    if state is None or state.final:
+    if state is None:
+        return None
+    if state.final:
+        name = body["metadata"]["name"]
+        if event["type"] == "DELETED":
+            # Out of view (labelled, or gone): should it come back unlabelled, it is labelled again.
+            state.retired.discard(f"{plural}/{name}")
+        else:
+            in_view = state.jobs if plural == "jobs" else state.pods
+            in_view[name] = slim(body)
+            _reconciler().retire(state, state.finished())
         return None
     state.touched = time.monotonic()
     return state
@@ -200,7 +212,7 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """One of our Jobs changed."""
     if (pools := _warm_pools(body)) is not None:
         pools.observe_job(event["type"] == "DELETED", body)
-    state = _unfinished_owner(body)
+    state = _unfinished_owner(event, body, "jobs")
     if state is None:
         return
     name = body["metadata"]["name"]
@@ -219,7 +231,7 @@ async def pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     """One of our pods changed."""
     if (pools := _warm_pools(body)) is not None:
         pools.observe_pod(event["type"] == "DELETED", body)
-    state = _unfinished_owner(body)
+    state = _unfinished_owner(event, body, "pods")
     if state is None:
         return
     name = body["metadata"]["name"]

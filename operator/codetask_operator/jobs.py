@@ -38,6 +38,9 @@ LABEL_MODE: Final = "codetask.dev/mode"
 """On task pods: ``code`` or ``agent``, what the task NetworkPolicies select them by."""
 LABEL_POOL: Final = "codetask.dev/pool"
 """On the Jobs and pods of a task that runs in a CodeTaskPool: its name."""
+LABEL_FINISHED: Final = "codetask.dev/finished"
+"""Set on a finished task's Jobs and pods: it takes them out of the operator's watches (they stay
+for `kubectl logs` and go with the task), so a restart does not list them."""
 RESOURCE_NAMES: Final = ("cpu", "memory", "ephemeral-storage")
 
 _LABEL_VALUE: Final = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

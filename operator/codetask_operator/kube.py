@@ -20,7 +20,7 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
-from codetask_operator import api
+from codetask_operator import api, jobs
 from codetask_operator.metrics import API_RETRIES, API_WRITES
 
 log = logging.getLogger("codetask.kube")
@@ -354,6 +354,13 @@ class Kube:
         await self.client.request(
             "PATCH", _path(namespace, "pods", name), body, MERGE_PATCH, decode=False
         )
+
+    async def label_finished(self, namespace: str, plural: str, name: str) -> None:
+        """Label a finished task's Job (`jobs`) or pod (`pods`) out of the operator's watches."""
+        API_WRITES.labels("patch", plural).inc()
+        body = {"metadata": {"labels": {jobs.LABEL_FINISHED: "true"}}}
+        path = _path(namespace, plural, name, group="batch" if plural == "jobs" else "")
+        await self.client.request("PATCH", path, body, MERGE_PATCH, decode=False)
 
     async def patch_pool_status(self, name: str, status: dict[str, Any]) -> None:
         """Merge-patch a CodeTaskPool's status subresource."""

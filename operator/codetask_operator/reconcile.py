@@ -101,6 +101,8 @@ class TaskState:
     """The attempt whose (warm) runner announced its end through Redis."""
     delivered: int | None = None
     """The warm attempt whose task this process put into its pod's inbox."""
+    retired: set[str] = field(default_factory=set)
+    """The finished task's Jobs and pods (`jobs/NAME`, `pods/NAME`) labelled out of the watches."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def body(self) -> dict[str, Any]:
@@ -149,15 +151,31 @@ class TaskState:
         pod = self.current_pod()
         return PodView.of(pod) if pod else None
 
-    def finished(self) -> None:
+    def finished(self) -> list[tuple[str, str]]:
         """Mark the task final and keep only what a final task still needs (its TTL and a summary
-        of its status): with thousands of finished tasks, their specs and outputs add up."""
+        of its status): with thousands of finished tasks, their specs and outputs add up. Returns
+        the Jobs and pods in view to label finished (`leftovers`)."""
+        left = self.leftovers()
         self.final = True
         self.jobs.clear()
         self.pods.clear()
         self.job_uids.clear()
         self.spec = final_spec(self.spec or {})
         self.status = {k: self.status[k] for k in FINAL_STATUS_FIELDS if k in self.status}
+        return left
+
+    def leftovers(self) -> list[tuple[str, str]]:
+        """This task's Jobs and pods in view that stay once it is finished, as (plural, name): not
+        being deleted, not already labelled finished, and not of a Job the operator deleted."""
+        deleted = self.job_uids.get(self.status.get("jobName") or "") if self.stopped else None
+        found = [("jobs", j) for j in self.jobs.values() if j["metadata"].get("uid") != deleted]
+        found += [("pods", p) for p in self.pods.values() if p["metadata"]["controller"] != deleted]
+        return [
+            (plural, body["metadata"]["name"])
+            for plural, body in found
+            if not body["metadata"].get("deletionTimestamp")
+            and jobs.LABEL_FINISHED not in (body["metadata"].get("labels") or {})
+        ]
 
     def new_attempt(self) -> None:
         """Forget the stopwatches and decisions of the attempt before."""
@@ -331,6 +349,23 @@ class Reconciler:
             self.isolation.forget(state.namespace)
         self.registry.forget(uid)
 
+    def retire(self, state: TaskState, objects: list[tuple[str, str]]) -> None:
+        """In the background, label a finished task's Jobs and pods (plural, name) out of the
+        watches, each once: they stay for `kubectl logs` until the task goes, and a restart does
+        not list them (with thousands kept, listing them cost hundreds of MB)."""
+        for plural, name in objects:
+            if (key := f"{plural}/{name}") not in state.retired:
+                state.retired.add(key)
+                self.spawn(f"retire {key}", self._retire(state, plural, name))
+
+    async def _retire(self, state: TaskState, plural: str, name: str) -> None:
+        try:
+            await self.kube.label_finished(state.namespace, plural, name)
+        except ApiError as exc:
+            if exc.status != 404:
+                state.retired.discard(f"{plural}/{name}")  # the next event of it tries again
+                raise
+
     async def reconcile(self, state: TaskState) -> None:
         """Bring the task's Job and status in line with what is observed."""
         async with state.lock:
@@ -342,7 +377,7 @@ class Reconciler:
                 if state.final or status.is_final(state.status):
                     if not state.final:
                         self._seen_finished(state)
-                    state.finished()
+                    self.retire(state, state.finished())
                     await self._expire_if_due(state)
                 else:
                     await self._reconcile(state)
@@ -735,7 +770,7 @@ class Reconciler:
         outcome = status.Outcome(api.Phase.FAILED, api.Reason.INVALID_SPEC, message)
         await self._write(state, status.final_patch(state.status, outcome, None, ctx))
         self._announce(state)
-        state.finished()
+        self.retire(state, state.finished())
         self.post_event(state, "Warning", str(api.Reason.INVALID_SPEC), message)
 
     async def _start(self, state: TaskState, spec: api.CodeTaskSpec, attempt: int) -> None:
@@ -1125,7 +1160,7 @@ class Reconciler:
             patch.update(nextAttemptTime=None, queuePosition=None)
         await self._write(state, patch)
         self._announce(state)
-        state.finished()
+        self.retire(state, state.finished())
         metrics.FINISHED.labels(str(outcome.phase), str(outcome.reason)).inc()
         if (duration := state.status.get("durationSeconds")) is not None:
             metrics.DURATION.labels(str(outcome.phase)).observe(duration)

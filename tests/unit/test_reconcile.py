@@ -175,6 +175,10 @@ class FakeKube:
         self.calls.append(f"list task uids {namespace}")
         return set(self.listed)
 
+    async def label_finished(self, namespace: str, plural: str, name: str) -> None:
+        self._maybe_fail("label_finished")
+        self.calls.append(f"label finished {plural}/{name}")
+
 
 def task(
     kube: FakeKube,
@@ -649,3 +653,69 @@ def test_a_task_whose_result_is_not_in_the_results_stream_yet_is_kept() -> None:
     kube.listed = {state.uid for state in states}
     run(reconciler.prune_finished())
     assert kube.calls == [f"list task uids {NS}", "delete task t1"]
+
+
+async def settled(reconciler: Reconciler, coro: Any) -> None:
+    """`coro`, then what it started in the background."""
+    await coro
+    while reconciler.background:
+        await asyncio.gather(*reconciler.background)
+
+
+def labelled(kube: FakeKube) -> list[str]:
+    return [call.removeprefix("label finished ") for call in kube.calls if "label" in call]
+
+
+def test_a_finished_tasks_job_and_pod_are_labelled_out_of_the_watches_once() -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube)
+    job, pod = job_body(), pod_body(phase="Succeeded", result=result("4\n"))
+    seen(state, job, pod)
+    run(settled(reconciler, reconciler.reconcile(state)))
+    assert kube.status["phase"] == "Succeeded"
+    assert labelled(kube) == [f"jobs/{job['metadata']['name']}", f"pods/{pod['metadata']['name']}"]
+    seen(state, job, pod)  # events sent before the labels landed
+    reconciler.retire(state, state.finished())
+    run(settled(reconciler, reconciler.reconcile(state)))
+    assert len(labelled(kube)) == 2
+
+
+def test_the_job_the_operator_deleted_and_its_pods_are_not_labelled() -> None:
+    """A cancelled task's Job is deleted: labelling it and its pods would be writes for nothing.
+    The Job of an earlier attempt stays, so it is labelled."""
+    kube = FakeKube()
+    reconciler, state = task(kube, cancel=True)
+    earlier = job_body(attempt=0)
+    seen(state, earlier, job_body(), pod_body())
+    run(settled(reconciler, reconciler.reconcile(state)))
+    assert kube.status["phase"] == "Cancelled"
+    assert labelled(kube) == [f"jobs/{earlier['metadata']['name']}"]
+
+
+@pytest.mark.parametrize(
+    "meta", [{"labels": {jobs.LABEL_FINISHED: "true"}}, {"deletionTimestamp": iso(1)}]
+)
+def test_a_job_labelled_finished_or_being_deleted_is_left_alone(meta: dict[str, Any]) -> None:
+    state = TaskState(uid=UID, namespace=NS, name=NAME)
+    job = job_body()
+    job["metadata"].update(meta)
+    seen(state, job)
+    assert state.finished() == []
+
+
+@pytest.mark.parametrize(("status", "again"), [(404, False), (500, True)])
+def test_a_failed_label_is_tried_again_by_the_next_event_unless_the_object_is_gone(
+    status: int, again: bool
+) -> None:
+    kube = FakeKube()
+    reconciler, state = task(kube)
+    kube.fail["label_finished"] = [ApiError(status, "failed")]
+    state.final = True
+
+    async def twice() -> None:
+        for _ in range(2):
+            reconciler.retire(state, [("pods", "p")])
+            await settled(reconciler, asyncio.sleep(0))
+
+    run(twice())
+    assert labelled(kube) == (["pods/p"] if again else [])
