@@ -36,10 +36,19 @@ def checked_namespace(api_client: client.ApiClient, prefix: str, *values: str) -
         kubectl("delete", "namespace", namespace, "--wait=false")
 
 
+CALLBACK_HOST = "hooks.example.com"
+
+
 @pytest.fixture(scope="module")
 def tasks_ns(crd: None, api_client: client.ApiClient) -> Iterator[str]:
-    """A namespace the release serves and its webhook checks."""
-    with checked_namespace(api_client, f"{SESSION}w") as namespace:
+    """A namespace the release serves and its webhook checks; callbacks on, to CALLBACK_HOST."""
+    prefix = f"{SESSION}w"
+    kubectl("create", "namespace", f"{prefix}-system")
+    key = ("-n", f"{prefix}-system", "create", "secret", "generic", "callback-key")
+    assert kubectl(*key, "--from-literal=key=e2e").returncode == 0
+    callbacks = ("--set", "callbacks.secret.name=callback-key")
+    callbacks += ("--set", f"callbacks.allowedHosts={{{CALLBACK_HOST}}}")
+    with checked_namespace(api_client, prefix, *callbacks) as namespace:
         yield namespace
 
 
@@ -66,6 +75,19 @@ def test_task_with_both_code_and_command_is_refused_naming_the_field(tasks_ns: s
     assert code != 0
     assert DENIED + "spec.code: set either code or command, not both" in stderr, stderr
     assert kubectl("-n", tasks_ns, "get", "ct", "both").returncode != 0
+
+
+def test_a_callback_to_a_host_the_chart_does_not_allow_is_refused_naming_the_field(
+    tasks_ns: str,
+) -> None:
+    hook = {"url": "https://elsewhere.example.org/hook"}
+    code, stderr = apply(tasks_ns, "cb", language="sh", code="true", callback=hook)
+    assert code != 0
+    assert DENIED + "spec.callback.url: " in stderr and "elsewhere.example.org" in stderr, stderr
+    hook = {"url": f"https://{CALLBACK_HOST}/hook"}
+    dry = ("--dry-run=server",)
+    code, stderr = apply(tasks_ns, "cb", *dry, language="sh", code="true", callback=hook)
+    assert code == 0, stderr
 
 
 def test_changing_code_after_creation_is_refused_but_cancel_is_allowed(tasks_ns: str) -> None:
