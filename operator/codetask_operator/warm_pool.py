@@ -28,6 +28,8 @@ log = logging.getLogger("codetask.warm")
 
 BIND_TRIES: Final = 3
 """Ready pods tried per binding before the task starts cold (another task may take each first)."""
+LABEL_RETRY_DELAYS: Final = (0.1, 0.3, 0.0)
+"""Seconds after each failed label patch of a bound pod (three tries)."""
 INBOX_TTL: Final = 86400
 """A delivered task waits in the inbox at most this long (the pod's idle limit ends sooner)."""
 
@@ -329,12 +331,28 @@ class WarmPools:
                 self.claiming.discard((namespace, pod.job))
             task_labels = patch["metadata"]["labels"]
             job["metadata"]["labels"] = {**job["metadata"]["labels"], **task_labels}
-            if pod.pod is not None:
-                with contextlib.suppress(ApiError):  # gone: its Job's labels still say
-                    await self.kube.patch_pod_labels(namespace, pod.pod, task_labels)
             self.wake.set()
+            if pod.pod is None or not await self._label_pod(namespace, pod.pod, task_labels):
+                # The task's watch and fencing find its pod by these labels: a pod without them
+                # (or gone) is never used. Nothing was delivered to it yet.
+                with contextlib.suppress(ApiError):
+                    await self.kube.delete_job(namespace, pod.job)
+                continue
             return Bound(pod.job, pod.pod, pod.node, pod.token, time.monotonic() - started)
         return None
+
+    async def _label_pod(self, namespace: str, pod: str, labels: dict[str, str]) -> bool:
+        """Give a bound pod its task's labels, trying a failing call again; False if it cannot."""
+        for delay in LABEL_RETRY_DELAYS:
+            try:
+                await self.kube.patch_pod_labels(namespace, pod, labels)
+                return True
+            except ApiError as exc:
+                if exc.status == 404:
+                    return False
+                log.warning("labelling bound pod %s/%s: %s", namespace, pod, exc)
+            await asyncio.sleep(delay)
+        return False
 
     async def deliver(self, token: str, payload: dict[str, Any]) -> bool:
         """Put the task into the warm pod's inbox."""

@@ -3,6 +3,7 @@ a pool keeps."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import redis
 
 from codetask_operator import api, jobs, pools, redis_access, warm
+from codetask_operator.kube import ApiError
 from codetask_operator.settings import Settings
 from codetask_operator.warm_pool import WarmPools
 from tests.local_redis import RedisServer
@@ -229,3 +231,58 @@ def test_only_jobs_the_pool_made_are_its_warm_pods() -> None:
 
 def iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class BindingKube:
+    """The calls a binding makes; pod label patches fail with the given statuses first."""
+
+    def __init__(self, label_failures: list[int]) -> None:
+        self.label_failures = label_failures
+        self.calls: list[str] = []
+
+    async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.calls.append(f"bind {name}")
+
+    async def patch_pod_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        self.calls.append(f"label {name}")
+        if self.label_failures:
+            raise ApiError(self.label_failures.pop(0), "failed")
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        self.calls.append(f"delete {name}")
+
+
+@pytest.mark.parametrize(
+    ("failures", "calls"),
+    [
+        ([500], ["bind w1", "label w1-pod", "label w1-pod"]),
+        ([404], ["bind w1", "label w1-pod", "delete w1", "bind w2", "label w2-pod"]),
+        (
+            [500, 500, 500],
+            ["bind w1", *["label w1-pod"] * 3, "delete w1", "bind w2", "label w2-pod"],
+        ),
+    ],
+)
+def test_a_bound_pod_that_cannot_get_the_tasks_labels_is_not_used(
+    failures: list[int], calls: list[str]
+) -> None:
+    """The task's watch and fencing know its pod by its labels: a pod left without them (after
+    tries) would run the code unseen, so its Job is deleted and the next ready pod is bound."""
+    kube = BindingKube(failures)
+    keeper = WarmPools(kube, SETTINGS, None, None, None)  # type: ignore[arg-type]
+    made = datetime.now(UTC) - timedelta(seconds=5)
+    for name in ("w1", "w2"):
+        ref = {"apiVersion": "v1", "kind": "X", "name": "o", "uid": "pool-uid", "controller": True}
+        labels = {warm.LABEL_WARM: "fast", warm.LABEL_TOKEN: name}
+        meta = {"name": name, "namespace": "team-a", "labels": labels, "ownerReferences": [ref]}
+        made = made + timedelta(seconds=1)  # w1 waited longest: tried first
+        keeper.observe_job(
+            False, {"metadata": {**meta, "resourceVersion": "1", "creationTimestamp": iso(made)}}
+        )
+        pod_meta = {"name": f"{name}-pod", "namespace": "team-a", "labels": {"job-name": name}}
+        running = {"containerStatuses": [{"state": {"running": {}}}]}
+        pod = {"metadata": pod_meta, "spec": {"nodeName": "n"}, "status": running}
+        keeper.observe_pod(False, pod)
+    bound = asyncio.run(keeper.bind(pool(minReady=2), "team-a", "t", "uid-1", 1, 60))
+    assert kube.calls == calls
+    assert bound is not None and bound.pod == calls[-1].removeprefix("label ")
