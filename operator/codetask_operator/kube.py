@@ -334,12 +334,16 @@ class Kube:
         """The CodeTask as the API server has it now (None if there is none)."""
         return await self._get(_path(namespace, api.PLURAL, name, api.GROUP, api.VERSION))
 
-    async def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job and (in the background) its pods; absent is fine."""
+    async def delete_job(
+        self, namespace: str, name: str, resource_version: str | None = None
+    ) -> None:
+        """Delete a Job and (in the background) its pods; absent is fine. With `resource_version`,
+        only that version of it (409 if it changed since)."""
         API_WRITES.labels("delete", "jobs").inc()
-        await self._delete(
-            _path(namespace, "jobs", name, group="batch"), {"propagationPolicy": "Background"}
-        )
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if resource_version:
+            body["preconditions"] = {"resourceVersion": resource_version}
+        await self._delete(_path(namespace, "jobs", name, group="batch"), body)
 
     async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Merge-patch a Job (a resourceVersion in the patch is a precondition: 409 if stale)."""

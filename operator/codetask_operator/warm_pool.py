@@ -204,9 +204,7 @@ class WarmPools:
             1 for p in pods if not (p.bound or p.ended or p.deleting) and p.job not in going
         )
         for name in going:
-            await self.kube.delete_job(namespace, name)
-            if (job := self.jobs.get((namespace, name))) is not None:
-                job["metadata"]["deletionTimestamp"] = status.iso(now)
+            await self._delete_waiting(namespace, name)
         if not make:
             return None
         if await self.heartbeats.task_access() is not True:
@@ -278,8 +276,21 @@ class WarmPools:
                 "deletionTimestamp"
             )
             if waiting and (ns, labels.get(warm.LABEL_WARM)) not in kept:
-                await self.kube.delete_job(ns, name)
-                job["metadata"]["deletionTimestamp"] = status.iso(datetime.now(UTC))
+                await self._delete_waiting(ns, name)
+
+    async def _delete_waiting(self, namespace: str, name: str) -> None:
+        """Delete a waiting warm Job as last seen: not one a binding is patching, and not if it
+        changed since (a binding took it while the watch still showed it waiting)."""
+        job = self.jobs.get((namespace, name))
+        if job is None or (namespace, name) in self.claiming:
+            return
+        try:
+            await self.kube.delete_job(namespace, name, job["metadata"].get("resourceVersion"))
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            return  # the watch will show what it is now
+        job["metadata"]["deletionTimestamp"] = status.iso(datetime.now(UTC))
 
     async def _write_status(self, pool: Pool, counts: dict[str, int], problems: list[str]) -> None:
         """The pool's counts (and why pods are missing), when they changed."""

@@ -286,3 +286,33 @@ def test_a_bound_pod_that_cannot_get_the_tasks_labels_is_not_used(
     bound = asyncio.run(keeper.bind(pool(minReady=2), "team-a", "t", "uid-1", 1, 60))
     assert kube.calls == calls
     assert bound is not None and bound.pod == calls[-1].removeprefix("label ")
+
+
+class DeletingKube:
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+        self.calls: list[tuple[str, str | None]] = []
+
+    async def delete_job(self, namespace: str, name: str, resource_version: str | None) -> None:
+        self.calls.append((name, resource_version))
+        if self.status is not None:
+            raise ApiError(self.status, "failed")
+
+
+@pytest.mark.parametrize(("status", "deleting"), [(None, True), (409, False)])
+def test_a_waiting_pod_is_deleted_only_as_last_seen(status: int | None, deleting: bool) -> None:
+    """A binding may take a pod the keeper still sees waiting (the watch lags the bind patch):
+    the keeper deletes with the resourceVersion it saw, so a bound pod is never deleted, and it
+    never deletes a pod a binding is patching."""
+    kube = DeletingKube(status)
+    keeper = WarmPools(kube, SETTINGS, None, None, None)  # type: ignore[arg-type]
+    meta = {"name": "w1", "namespace": "team-a", "resourceVersion": "7", "labels": {}}
+    keeper.observe_job(False, {"metadata": meta})
+    keeper.claiming.add(("team-a", "w1"))
+    asyncio.run(keeper._delete_waiting("team-a", "w1"))
+    assert kube.calls == []
+    keeper.claiming.clear()
+    asyncio.run(keeper._delete_waiting("team-a", "w1"))
+    assert kube.calls == [("w1", "7")]
+    marked = "deletionTimestamp" in keeper.jobs[("team-a", "w1")]["metadata"]
+    assert marked is deleting
