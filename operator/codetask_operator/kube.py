@@ -353,16 +353,17 @@ class Kube:
 
     async def patch_pod_labels(self, namespace: str, name: str, labels: dict[str, str]) -> None:
         """Add labels to a pod."""
-        API_WRITES.labels("patch", "pods").inc()
-        body = {"metadata": {"labels": labels}}
-        await self.client.request(
-            "PATCH", _path(namespace, "pods", name), body, MERGE_PATCH, decode=False
-        )
+        await self._patch_labels(namespace, "pods", name, labels)
 
     async def label_finished(self, namespace: str, plural: str, name: str) -> None:
         """Label a finished task's Job (`jobs`) or pod (`pods`) out of the operator's watches."""
+        await self._patch_labels(namespace, plural, name, {jobs.LABEL_FINISHED: "true"})
+
+    async def _patch_labels(
+        self, namespace: str, plural: str, name: str, labels: dict[str, str]
+    ) -> None:
         API_WRITES.labels("patch", plural).inc()
-        body = {"metadata": {"labels": {jobs.LABEL_FINISHED: "true"}}}
+        body = {"metadata": {"labels": labels}}
         path = _path(namespace, plural, name, group="batch" if plural == "jobs" else "")
         await self.client.request("PATCH", path, body, MERGE_PATCH, decode=False)
 
