@@ -309,7 +309,9 @@ def test_operator_runs_from_the_release_and_uninstall_leaves_only_crd_and_tasks(
     done = helm("uninstall", release, "-n", RELEASE_NS, "--wait")
     assert done.returncode == 0, done.stderr
     selector = f"app.kubernetes.io/instance={release}"
-    end = time.monotonic() + 60
+    # The Deployment's pod goes by the garbage collector (background cascade), which lags behind
+    # when other tests' namespaces are being deleted; its SIGTERM grace is 30 s.
+    end = time.monotonic() + 120
     leftovers: list[str] = ["?"]
     while leftovers and time.monotonic() < end:
         got = kubectl(
@@ -324,6 +326,23 @@ def test_operator_runs_from_the_release_and_uninstall_leaves_only_crd_and_tasks(
         )
         leftovers = got.stdout.split()
         time.sleep(1)
-    assert leftovers == []
+    assert leftovers == [], _pods_left(selector)
     assert kubectl("get", "crd", "codetasks.codetask.dev").returncode == 0
     assert wait_for(api_client, SAMPLES_NS, "hello-python")["status"]["phase"] == "Succeeded"
+
+
+def _pods_left(selector: str) -> str:
+    """What the pods still there are waiting for: the garbage collector (no deletionTimestamp)
+    or their kubelet (deletionTimestamp set, containers still reported running)."""
+    got = kubectl("get", "pods", "-A", "-l", selector, "-o", "json")
+    if got.returncode != 0:
+        return got.stderr
+    lines = []
+    for pod in json.loads(got.stdout)["items"]:
+        meta, status = pod["metadata"], pod.get("status", {})
+        states = [list(c.get("state", {})) for c in status.get("containerStatuses", [])]
+        lines.append(
+            f"{meta['name']}: deletionTimestamp={meta.get('deletionTimestamp')} "
+            f"phase={status.get('phase')} node={pod['spec'].get('nodeName')} containers={states}"
+        )
+    return "\n".join(lines)
