@@ -68,8 +68,8 @@ DISPATCH_TIMEOUT = 3600
 DELETE_TIMEOUT = 900
 JOB_CACHE_SECONDS = 5
 """Between the last Job's status patch and the first pod: time for the Job controller's cache."""
-REQUESTS_PER_TASK = 6
-"""Task create, Job create, Job status, pod create, pod status, task status."""
+REQUESTS_PER_TASK = 7
+"""Task create, Job create, Job status, pod create, pod status, task status, task label."""
 CODE = """\
 import json, sys
 
@@ -343,9 +343,22 @@ def make_pod(ctx: Context, node: str, dispatched: Dispatched) -> Made:
     )
     task = dispatched.task
     body = {"status": finished_status(task, job, pod, ended)}
-    task_bytes = _read(
+    _read(
         ctx.custom().patch_namespaced_custom_object_status(
             GROUP, VERSION, ns, PLURAL, task["metadata"]["name"], body, _preload_content=False
+        )
+    )
+    finished = {"metadata": {"labels": {jobs.LABEL_FINISHED: "true"}}}  # as the operator leaves it
+    task_bytes = _read(
+        ctx.custom().patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            PLURAL,
+            task["metadata"]["name"],
+            finished,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
         )
     )
     return Made(pod["metadata"]["name"], len(task_bytes), len(dispatched.job), len(pod_bytes))

@@ -230,3 +230,42 @@ def validate_update(
     if changed and isinstance(priority, int) and priority > settings.max_priority:
         errors.append(_priority_cap(priority, settings))
     return errors
+
+
+def finished_label(
+    labels: Mapping[str, Any], old_labels: Mapping[str, Any] | None, status: Mapping[str, Any]
+) -> str | None:
+    """The problem with a task newly labelled `codetask.dev/finished` (created with it, or given
+    it) before its status is final: the label takes a task out of the operator's watch, so it would
+    never run or never finish. The operator sets it once the task has finished."""
+    if jobs.LABEL_FINISHED not in labels or jobs.LABEL_FINISHED in (old_labels or {}):
+        return None
+    if status.get("phase") in {str(p) for p in api.FINAL_PHASES}:
+        return None
+    return (
+        f"metadata.labels[{jobs.LABEL_FINISHED}]: the operator sets it once the task has "
+        "finished; a task with it before then is out of the operator's watch and would never "
+        "run or finish"
+    )
+
+
+def finished_ttl(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    old_labels: Mapping[str, Any],
+    settings: Settings,
+) -> str | None:
+    """The problem with a TTL change of a task out of the operator's watch (labelled
+    `codetask.dev/finished`): the operator reads it again only when the old TTL comes due, so
+    only a longer TTL, or none, can hold."""
+    if jobs.LABEL_FINISHED not in old_labels:
+        return None
+    default = settings.default_ttl_seconds_after_finished
+    before, after = (spec.get("ttlSecondsAfterFinished", default) for spec in (old, new))
+    if after is None or before == after or (before is not None and after > before):
+        return None
+    return (
+        "spec.ttlSecondsAfterFinished: this task has finished and is out of the operator's watch "
+        f"(label {jobs.LABEL_FINISHED}), which reads its TTL again only when the current one "
+        "comes due: it may be made longer or removed; delete the task to have it go sooner"
+    )

@@ -2,13 +2,13 @@
 
 Only `on.event` handlers are used, and they return None: kopf then writes nothing of its own (no
 finalizers, no diffbase or progress annotations), and every API write is one the reconciler decided.
-Jobs and pods are watched with a server-side label selector, so only the operator's own are listed.
+Jobs and pods are watched with a server-side label selector, so only the operator's own are listed;
+finished tasks, their Jobs and their pods are labelled out of the watches (finished_index.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import time
 from collections.abc import Mapping
@@ -21,7 +21,14 @@ from codetask_operator import settings as settings_mod
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import Kube, connect, login
 from codetask_operator.pool_catalog import Catalog
-from codetask_operator.reconcile import Reconciler, Registry, TaskState, final_spec, guarded
+from codetask_operator.reconcile import (
+    UNFINISHED_SELECTOR,
+    Reconciler,
+    Registry,
+    TaskState,
+    final_spec,
+    guarded,
+)
 from codetask_operator.status import slim
 from codetask_operator.warm_pool import WarmPools
 
@@ -69,6 +76,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = settings_mod.load()
     settings.watching.label_selectors["batch", "v1", "jobs"] = SELECTOR
     settings.watching.label_selectors["", "v1", "pods"] = SELECTOR
+    settings.watching.label_selectors[api.GROUP, api.VERSION, api.PLURAL] = UNFINISHED_SELECTOR
     settings.watching.chunk_size = 500
     # A worker keeps its object's last event (the whole parsed body) until it idles out. At start-up
     # kopf lists 500 objects a page faster than 0.5 s idles them out, and the heap that many bodies
@@ -81,7 +89,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # exits; an API server restart or upgrade can take longer: wait about 2.5 minutes (kopf retries
     # 403 too, so much longer would hide a missing RBAC rule behind minutes of retries).
     settings.networking.error_backoffs = API_ERROR_BACKOFFS
-    metrics.serve(config.metrics_port, registry.phases)
+    metrics.serve(config.metrics_port, _phases)
     client = await connect()
     _runtime["client"] = client
     beats = Heartbeats(config.redis_url, config.heartbeat_ttl_seconds) if config.redis_url else None
@@ -103,8 +111,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     if config.max_running or config.max_running_per_namespace:
         # kopf lists CodeTasks namespace by namespace and hands them over one by one: until the
         # last one is seen, the tasks already running would not count against the limits.
-        for task in await _served_tasks(Kube(client), config.namespaces):
+        for task in await reconciler.unfinished_tasks(config.namespaces):
             _seen(task)
+    _runtime["out of watch"] = asyncio.create_task(
+        guarded("finished tasks", reconciler.load_out_of_watch(config.namespaces))
+    )
     _runtime["sweeper"] = asyncio.create_task(_sweep(config.sweep_interval_seconds))
     if reconciler.warm is not None:
         _runtime["warm"] = asyncio.create_task(reconciler.warm.run(), name="warm pods")
@@ -113,7 +124,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup(registry=HANDLERS)
 async def cleanup(**_: Any) -> None:
     """Stop the sweeper and close the API client."""
-    for name in ("sweeper", "warm"):
+    for name in ("sweeper", "warm", "out of watch"):
         if (task := _runtime.pop(name, None)) is not None:
             task.cancel()
     client = _runtime.pop("client", None)
@@ -129,24 +140,21 @@ async def codetask_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
     """A CodeTask appeared, changed or went away."""
     meta = body["metadata"]
     if event["type"] == "DELETED":
-        _reconciler().forget(meta["uid"])
+        if jobs.LABEL_FINISHED in (meta.get("labels") or {}):
+            _reconciler().left_watch(meta["uid"])  # labelled out of the watch, not deleted
+        else:
+            _reconciler().forget(meta["uid"])
         return
     state = _seen(body)
     if state is not None:
         await guarded(f"{state.namespace}/{state.name}", _reconciler().reconcile(state))
 
 
-async def _served_tasks(kube: Kube, namespaces: list[str]) -> list[dict[str, Any]]:
-    """The CodeTasks of the served namespaces: namespace by namespace when they are all names
-    (the chart then grants namespaced Roles only), else the cluster's, filtered."""
-    if namespaces and not any(set(p) & set("*?[") for p in namespaces):
-        return [task for ns in namespaces for task in await kube.list_tasks(ns)]
-    patterns = namespaces or ["*"]
-    return [
-        task
-        for task in await kube.list_tasks()
-        if any(fnmatch.fnmatchcase(task["metadata"]["namespace"], p) for p in patterns)
-    ]
+def _phases() -> list[str | None]:
+    """Every task's phase, for the phase gauge: those in the watch and those out of it."""
+    reconciler: Reconciler | None = _runtime.get("reconciler")
+    out = reconciler.out_of_watch.phases() if reconciler is not None else []
+    return [*registry.phases(), *out]
 
 
 def _seen(body: Mapping[str, Any]) -> TaskState | None:
@@ -179,9 +187,15 @@ def _warm_pools(body: kopf.Body) -> WarmPools | None:
 def _unfinished_owner(event: kopf.RawEvent, body: kopf.Body, plural: str) -> TaskState | None:
     """The state of the task a Job or pod is labelled for, unless finished or deleted. The label
     only selects: the reconciler counts a Job or pod for the task by its ownership. A finished
-    task's Job or pod still in the watch (the operator stopped before labelling it) is labelled."""
-    uid = (body["metadata"].get("labels") or {}).get(jobs.LABEL_TASK_UID)
+    task's Job or pod still in the watch (the operator stopped before labelling it, or its label
+    was removed) is labelled."""
+    meta = body["metadata"]
+    uid = (meta.get("labels") or {}).get(jobs.LABEL_TASK_UID)
     if not uid:
+        return None
+    if uid in _reconciler().out_of_watch:
+        if event["type"] != "DELETED" and not meta.get("deletionTimestamp"):
+            _reconciler().label_out(meta["namespace"], plural, meta["name"])
         return None
     state = registry.get(uid)
     if state is None:
@@ -256,4 +270,6 @@ async def _sweep(interval: float) -> None:
         await guarded("heartbeats", _reconciler().check_heartbeats())
         if (publisher := _reconciler().publisher) is not None:
             await guarded("results stream", publisher.flush())
+        await guarded("out of the watch", _reconciler().settle_finished())
+        await guarded("expire finished", _reconciler().expire_out_of_watch())
         await guarded("prune finished", _reconciler().prune_finished())

@@ -298,21 +298,26 @@ class Kube:
         message: str = newest.get("message") or "FailedCreate"
         return message
 
-    async def list_tasks(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    async def list_tasks(
+        self, namespace: str | None = None, selector: str = ""
+    ) -> list[dict[str, Any]]:
         """The CodeTasks of a namespace, or of the cluster, read in pages of 500."""
-        return [item async for item in self._task_pages(namespace)]
+        return [item async for item in self.task_pages(namespace, selector)]
 
-    async def task_uids(self, namespace: str) -> set[str]:
+    async def task_uids(self, namespace: str, selector: str = "") -> set[str]:
         """The uids of a namespace's CodeTasks, read afresh in pages of 500, metadata only."""
-        pages = self._task_pages(namespace, accept=METADATA_ONLY)
+        pages = self.task_pages(namespace, selector, accept=METADATA_ONLY)
         return {item["metadata"]["uid"] async for item in pages}
 
-    async def _task_pages(
-        self, namespace: str | None, accept: str | None = None
+    async def task_pages(
+        self, namespace: str | None, selector: str = "", accept: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """The CodeTasks of a namespace, or of the cluster, a page of 500 at a time."""
+        """The CodeTasks of a namespace, or of the cluster, a page of 500 at a time (one page in
+        memory at once for a caller that keeps little of each)."""
         scope = f"/namespaces/{quote(namespace)}" if namespace else ""
         path = f"/apis/{api.GROUP}/{api.VERSION}{scope}/{api.PLURAL}?limit=500"
+        if selector:
+            path += f"&labelSelector={quote(selector)}"
         token = ""
         while True:
             page = await self.client.request(
@@ -358,6 +363,14 @@ class Kube:
     async def label_finished(self, namespace: str, plural: str, name: str) -> None:
         """Label a finished task's Job (`jobs`) or pod (`pods`) out of the operator's watches."""
         await self._patch_labels(namespace, plural, name, {jobs.LABEL_FINISHED: "true"})
+
+    async def label_task_finished(self, namespace: str, name: str, uid: str) -> None:
+        """Label a finished CodeTask (that incarnation of it: 409 if the name is another's now)
+        out of the operator's watch."""
+        API_WRITES.labels("patch", api.PLURAL).inc()
+        body = {"metadata": {"uid": uid, "labels": {jobs.LABEL_FINISHED: "true"}}}
+        path = _path(namespace, api.PLURAL, name, api.GROUP, api.VERSION)
+        await self.client.request("PATCH", path, body, MERGE_PATCH, decode=False)
 
     async def _patch_labels(
         self, namespace: str, plural: str, name: str, labels: dict[str, str]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
 import logging
 import random
 import time
@@ -37,6 +38,7 @@ from codetask_operator import (
     warm,
 )
 from codetask_operator.callbacks import Deliverer
+from codetask_operator.finished_index import FinishedIndex, finished, of_task
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.isolation import Isolation
 from codetask_operator.kube import ApiError, Kube, NotOurs
@@ -103,6 +105,14 @@ class TaskState:
     """The warm attempt whose task this process put into its pod's inbox."""
     retired: set[str] = field(default_factory=set)
     """The finished task's Jobs and pods (`jobs/NAME`, `pods/NAME`) labelled out of the watches."""
+    announcing: bool = False
+    """The finished task's result is going to the results stream and its callback."""
+    labelling: set[asyncio.Task[None]] = field(default_factory=set)
+    """The label patches of its Jobs and pods in flight: the task leaves the watch after them."""
+    left: bool = False
+    """The finished task is labelled out of the CodeTask watch (`finished_index`)."""
+    out_of_view: bool = False
+    """The CodeTask went out of the watch before the operator labelled it (someone else did)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def body(self) -> dict[str, Any]:
@@ -235,8 +245,9 @@ class Registry:
             del self.tasks[uid]
 
     def phases(self) -> list[str | None]:
-        """Every task's phase (a snapshot: the metrics thread reads it while the loop runs)."""
-        return [t.status.get("phase") for t in list(self.tasks.values())]
+        """Every task's phase (a snapshot: the metrics thread reads it while the loop runs); those
+        out of the watch are counted by the `FinishedIndex`."""
+        return [t.status.get("phase") for t in list(self.tasks.values()) if not t.left]
 
 
 def _now() -> datetime:
@@ -256,7 +267,8 @@ carry it: one API write fewer per task that starts within it."""
 NOT_ISOLATED_RECHECK_SECONDS = 10.0
 """How often a task waiting for its namespace's NetworkPolicies tries again."""
 PRUNE_PER_SWEEP = 100
-"""At most this many finished tasks beyond keepFinishedPerNamespace are deleted per sweep."""
+"""At most this many finished tasks beyond keepFinishedPerNamespace are deleted per sweep, and at
+most this many out of the watch at their TTL."""
 EXPIRE_RETRY_SECONDS = 10.0
 """A failed delete of an expired task is tried again after this long."""
 MAX_STEPS = 6
@@ -304,9 +316,9 @@ class Reconciler:
         self.background: set[asyncio.Task[None]] = set()
         self.redis_secret = redis_access.secret(settings.redis_acl_secret, settings.redis_url or "")
         self.isolation = Isolation(kube, settings)
-        self.complete_views: set[str] = set()
-        """Namespaces whose every CodeTask (a fresh list of uids) was seen: its finished tasks in
-        the registry are all of them, and the oldest can be told."""
+        self.out_of_watch = FinishedIndex()
+        self.labelling_out: set[str] = set()
+        """Jobs and pods (`plural/namespace/name`) of tasks out of the watch being labelled."""
         self.callbacks: Deliverer | None = None
         if settings.callback_key and settings.callback_allowed_hosts:
             self.callbacks = Deliverer(
@@ -330,11 +342,12 @@ class Reconciler:
         if heartbeats is not None and catalog is not None:
             self.warm = WarmPools(kube, settings, heartbeats, catalog, self.isolation)
 
-    def spawn(self, what: str, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, what: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` in the background (guarded), keeping a reference until it is done."""
         task = asyncio.get_running_loop().create_task(guarded(what, coro))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
 
     def forget(self, uid: str) -> None:
         """A deleted task: no timer fires for it and no late event brings it back."""
@@ -356,7 +369,9 @@ class Reconciler:
         for plural, name in objects:
             if (key := f"{plural}/{name}") not in state.retired:
                 state.retired.add(key)
-                self.spawn(f"retire {key}", self._retire(state, plural, name))
+                task = self.spawn(f"retire {key}", self._retire(state, plural, name))
+                state.labelling.add(task)
+                task.add_done_callback(state.labelling.discard)
 
     async def _retire(self, state: TaskState, plural: str, name: str) -> None:
         try:
@@ -376,7 +391,7 @@ class Reconciler:
                     await self._write(state, {})
                 if state.final or status.is_final(state.status):
                     if not state.final:
-                        self._seen_finished(state)
+                        self._announce(state, first_sight=True)
                     self.retire(state, state.finished())
                     await self._expire_if_due(state)
                 else:
@@ -769,7 +784,7 @@ class Reconciler:
         ctx = status.Context(state.generation, 0, 0, False, _now())
         outcome = status.Outcome(api.Phase.FAILED, api.Reason.INVALID_SPEC, message)
         await self._write(state, status.final_patch(state.status, outcome, None, ctx))
-        self._announce(state)
+        self._announce(state, first_sight=False)
         self.retire(state, state.finished())
         self.post_event(state, "Warning", str(api.Reason.INVALID_SPEC), message)
 
@@ -1159,7 +1174,7 @@ class Reconciler:
         if state.status.get("nextAttemptTime") or state.status.get("queuePosition"):
             patch.update(nextAttemptTime=None, queuePosition=None)
         await self._write(state, patch)
-        self._announce(state)
+        self._announce(state, first_sight=False)
         self.retire(state, state.finished())
         metrics.FINISHED.labels(str(outcome.phase), str(outcome.reason)).inc()
         if (duration := state.status.get("durationSeconds")) is not None:
@@ -1171,73 +1186,196 @@ class Reconciler:
         await self._expire_if_due(state)
         await self.admit_waiting()
 
-    def _announce(self, state: TaskState) -> None:
-        """In the background, once the task's final status is written: to the results stream,
-        and to its spec.callback."""
-        if self.publisher is not None:
-            final = dict(state.status)
-            self.spawn(
-                f"publish {state.name}",
-                self.publisher.publish(state.namespace, state.name, state.uid, final),
-            )
-        self._call_back(state)
+    def _announce(self, state: TaskState, first_sight: bool) -> None:
+        """In the background, once the task's final status is written (or it is first seen
+        finished, after a restart): its result to the results stream and its spec.callback, then
+        the task out of the watch. Called before the state is trimmed (`TaskState.finished`)."""
+        final, spec = dict(state.status), dict(state.spec or {})
+        state.announcing = True
+        self.spawn(f"announce {state.name}", self._settle(state, final, spec, first_sight))
 
-    def _seen_finished(self, state: TaskState) -> None:
-        """A task first seen already finished (after a restart, or finished by another operator):
-        check that it is in the results stream, and resume its callback if still due."""
+    async def _settle(
+        self, state: TaskState, final: dict[str, Any], spec: dict[str, Any], first_sight: bool
+    ) -> None:
+        ns, name, uid = state.namespace, state.name, state.uid
+        try:
+            if self.publisher is not None:
+                if first_sight:  # the operator may have died between the status and the append
+                    self.publisher.check(ns, name, uid, final, _now())
+                else:
+                    await self.publisher.publish(ns, name, uid, final)
+            url = (spec.get("callback") or {}).get("url")
+            callbacks = self.callbacks
+            if (
+                callbacks is not None
+                and url
+                and (not first_sight or callbacks.wants(spec, final, _now()))
+            ):
+                await callbacks.deliver(ns, name, uid, url, final)
+        finally:
+            state.announcing = False
+        if state.labelling:  # its Jobs and pods first: their events would not find it after
+            await asyncio.wait(set(state.labelling))
+        await self.leave_watch(state)
+
+    async def leave_watch(self, state: TaskState) -> None:
+        """Label a finished task out of the CodeTask watch, once its result is announced (the
+        sweeper tries again one it could not); the index keeps what its deletion needs."""
+        if not state.final or state.left or state.deleted or state.announcing or state.labelling:
+            return
+        if self.publisher is not None and state.uid in self.publisher.pending:
+            return  # the sweeper publishes it first
+        try:
+            await self.kube.label_task_finished(state.namespace, state.name, state.uid)
+        except ApiError as exc:
+            if exc.status in (404, 409, 422):  # gone, or the name is another task's now
+                state.deleted = True
+                return
+            raise
+        state.left = True
+        ttl = self.settings.default_ttl_seconds_after_finished
+        spec, final = state.spec or {}, state.status
+        self.out_of_watch.add(finished(state.namespace, state.name, state.uid, spec, final, ttl))
+        if state.out_of_view:
+            self.left_watch(state.uid)
+
+    def left_watch(self, uid: str) -> None:
+        """The task's CodeTask went out of the watch (its finished label): forget it, as one
+        deleted, without revoking anything (all its attempts are over). One the operator has not
+        labelled yet stays until it has (then its TTL and the namespace cap apply); one not
+        finished goes on without its CodeTask's events (the admission webhook refuses that)."""
+        state = self.registry.tasks.get(uid)
+        if state is not None and not state.left:
+            state.out_of_view = True
+            if not state.final:
+                log.warning(
+                    "labelled %s before it finished: its changes (spec.cancel) are not seen",
+                    jobs.LABEL_FINISHED,
+                    extra={"namespace": state.namespace, "task": state.name},
+                )
+            return
+        if (timer := self.timers.pop(uid, None)) is not None:
+            timer.cancel()
+        self.registry.forget(uid)
+
+    async def settle_finished(self) -> None:
+        """Take out of the watch the finished tasks that could not go yet."""
+        for state in list(self.registry.tasks.values()):
+            await self.leave_watch(state)
+
+    async def unfinished_tasks(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """The CodeTasks of the served namespaces still in the watch, read afresh."""
+        return [
+            task
+            for scope in _list_scopes(namespaces)
+            for task in await self.kube.list_tasks(scope, UNFINISHED_SELECTOR)
+            if _served(task["metadata"]["namespace"], namespaces)
+        ]
+
+    async def load_out_of_watch(self, namespaces: list[str]) -> None:
+        """Index the finished tasks already out of the watch (after a start), a page at a time;
+        then label out the Jobs and pods of theirs seen meanwhile (their owner unknown then)."""
+        ttl = self.settings.default_ttl_seconds_after_finished
+        for namespace in _list_scopes(namespaces):
+            async for task in self.kube.task_pages(namespace, FINISHED_SELECTOR):
+                if _served(task["metadata"]["namespace"], namespaces):
+                    self.out_of_watch.add(of_task(task, ttl))
+        self.out_of_watch.loaded = True
+        for state in list(self.registry.tasks.values()):
+            if state.spec is None and state.uid in self.out_of_watch:
+                del self.registry.tasks[state.uid]
+                namespace = self.out_of_watch.namespace_of[state.uid]
+                selector = f"{jobs.LABEL_TASK_UID}={state.uid},!{jobs.LABEL_FINISHED}"
+                for plural in ("jobs", "pods"):
+                    read = self.kube.list_jobs if plural == "jobs" else self.kube.list_pods
+                    for body in await read(namespace, selector):
+                        if not body["metadata"].get("deletionTimestamp"):
+                            self.label_out(namespace, plural, body["metadata"]["name"])
+
+    def label_out(self, namespace: str, plural: str, name: str) -> None:
+        """In the background, label a Job or pod of a task out of the watch finished too (seen
+        after its task left, as after a restart, or with its label removed)."""
+        if (key := f"{plural}/{namespace}/{name}") in self.labelling_out:
+            return
+        self.labelling_out.add(key)
+
+        async def label() -> None:
+            try:
+                await self.kube.label_finished(namespace, plural, name)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+            finally:
+                self.labelling_out.discard(key)
+
+        self.spawn(f"label out {key}", label())
+
+    async def expire_out_of_watch(self) -> None:
+        """Delete the finished tasks out of the watch whose TTL has passed, each read afresh
+        first: a TTL made longer (or removed) since holds, and one back in the watch (its label
+        removed) is the watch's again."""
+        ttl = self.settings.default_ttl_seconds_after_finished
         now = _now()
-        if self.publisher is not None:
-            self.publisher.check(state.namespace, state.name, state.uid, state.status, now)
-        if self.callbacks is not None and self.callbacks.wants(state.spec or {}, state.status, now):
-            self._call_back(state)
-
-    def _call_back(self, state: TaskState) -> None:
-        """In the background: the task's spec.callback, with its final status."""
-        url = ((state.spec or {}).get("callback") or {}).get("url")
-        if self.callbacks is not None and url:
-            final = dict(state.status)
-            self.spawn(
-                f"callback {state.name}",
-                self.callbacks.deliver(state.namespace, state.name, state.uid, url, final),
+        for entry in self.out_of_watch.due(now, PRUNE_PER_SWEEP):
+            task = await self.kube.get_task(entry.namespace, entry.name)
+            meta = (task or {}).get("metadata") or {}
+            if task is None or meta.get("uid") != entry.uid or not _labelled_finished(meta):
+                self.out_of_watch.discard(entry.namespace, entry.uid)
+                continue
+            fresh = of_task(task, ttl)
+            if fresh.expires is None or fresh.expires > now:
+                self.out_of_watch.add(fresh)
+                continue
+            await self.kube.delete_task(entry.namespace, entry.name, entry.uid)
+            self.out_of_watch.discard(entry.namespace, entry.uid)
+            log.info(
+                "deleted after ttlSecondsAfterFinished",
+                extra={"namespace": entry.namespace, "task": entry.name, "phase": entry.phase},
             )
 
     async def prune_finished(self) -> None:
         """Delete the oldest finished tasks of each namespace beyond keepFinishedPerNamespace, at
-        most PRUNE_PER_SWEEP, none whose result is not in the results stream yet. A namespace is
-        pruned only once every task the API server lists there was seen (after a restart the
-        watch may not have shown the oldest yet)."""
+        most PRUNE_PER_SWEEP, none whose result is not in the results stream yet.
+
+        Only tasks a fresh list of the namespace still has count (the index may keep some deleted
+        by someone else). Those known to the operator may be fewer than the namespace has (after
+        a start, before the watch showed them all): the oldest beyond the keep among them are
+        also beyond it among all, so nothing is deleted that a full view would keep."""
         keep = self.settings.keep_finished_per_namespace
-        if not keep:
+        if not keep or not self.out_of_watch.loaded:
             return
-        finished: dict[str, list[TaskState]] = {}
+        watched: dict[str, dict[str, TaskState]] = {}
         for state in self.registry.tasks.values():
-            if state.final and not state.deleted:
-                finished.setdefault(state.namespace, []).append(state)
+            if state.final and not state.deleted and not state.left:
+                watched.setdefault(state.namespace, {})[state.uid] = state
         budget = PRUNE_PER_SWEEP
-        for namespace, states in finished.items():
-            if len(states) <= keep or budget <= 0:
+        for namespace in sorted(set(watched) | set(self.out_of_watch.by_namespace)):
+            in_view = watched.get(namespace, {})
+            if len(in_view) + len(self.out_of_watch.namespace(namespace)) <= keep or budget <= 0:
                 continue
-            if namespace not in self.complete_views:
-                if not await self.kube.task_uids(namespace) <= self.registry.tasks.keys():
-                    continue
-                self.complete_views.add(namespace)
-            by_uid = {state.uid: state for state in states}
+            listed = await self.kube.task_uids(namespace)
+            self.out_of_watch.confirm(namespace, listed)
+            out = {entry.uid: entry for entry in self.out_of_watch.namespace(namespace)}
             ages = [
                 (state.uid, status.parse_time(state.status.get("completionTime")))
-                for state in states
-            ]
+                for state in in_view.values()
+                if state.uid in listed
+            ] + [(entry.uid, entry.completed) for entry in out.values()]
             for uid in lifecycle.beyond_keep(ages, keep):
                 if budget <= 0:
                     break
                 if self.publisher is not None and uid in self.publisher.pending:
                     continue
-                state = by_uid[uid]
-                await self.kube.delete_task(namespace, state.name, uid)
-                state.deleted = True
+                name = in_view[uid].name if uid in in_view else out[uid].name
+                await self.kube.delete_task(namespace, name, uid)
+                if uid in in_view:
+                    in_view[uid].deleted = True
+                else:
+                    self.out_of_watch.discard(namespace, uid)
                 budget -= 1
                 log.info(
                     "deleted beyond keepFinishedPerNamespace",
-                    extra={"namespace": namespace, "task": state.name, "keep": keep},
+                    extra={"namespace": namespace, "task": name, "keep": keep},
                 )
 
     async def _expire_if_due(self, state: TaskState) -> None:
@@ -1270,6 +1408,29 @@ class Reconciler:
                 "phase": state.status.get("phase"),
             },
         )
+
+
+FINISHED_SELECTOR: Final = jobs.LABEL_FINISHED
+"""The finished tasks out of the watch (`Reconciler.leave_watch`)."""
+UNFINISHED_SELECTOR: Final = f"!{jobs.LABEL_FINISHED}"
+"""The CodeTasks the operator watches."""
+
+
+def _list_scopes(namespaces: list[str]) -> list[str | None]:
+    """Where to list the served namespaces' CodeTasks: namespace by namespace when they are all
+    names (the chart then grants namespaced Roles only), else the cluster's (None)."""
+    if namespaces and not any(set(p) & set("*?[") for p in namespaces):
+        return list(namespaces)
+    return [None]
+
+
+def _labelled_finished(meta: dict[str, Any]) -> bool:
+    return jobs.LABEL_FINISHED in (meta.get("labels") or {})
+
+
+def _served(namespace: str, namespaces: list[str]) -> bool:
+    """Whether the operator serves `namespace` (names or globs; none: all)."""
+    return any(fnmatch.fnmatchcase(namespace, p) for p in namespaces or ["*"])
 
 
 async def guarded(what: str, coro: Awaitable[None]) -> None:

@@ -90,12 +90,19 @@ def register(registry: kopf.OperatorRegistry, config: Settings, catalog: Catalog
     async def validate_codetask(
         spec: kopf.Spec,
         meta: kopf.Meta,
+        status: kopf.Status,
         operation: str | None = None,
         old: kopf.Body | None = None,
         **_: Any,
     ) -> None:
-        known = await catalog.with_fresh(spec.get("pool")) if operation == "CREATE" else {}
+        old_labels = dict(old.metadata.labels) if old is not None else None
         previous = dict(old.spec) if old is not None else None
+        error = admission.finished_label(dict(meta.labels), old_labels, dict(status))
+        if error is None and previous is not None and old_labels is not None:
+            error = admission.finished_ttl(previous, dict(spec), old_labels, config)
+        if error is not None:
+            raise kopf.AdmissionError(error, code=422)
+        known = await catalog.with_fresh(spec.get("pool")) if operation == "CREATE" else {}
         check(operation, previous, dict(spec), config, meta.get("namespace") or "", known)
 
     if config.references_key is None:

@@ -187,27 +187,29 @@ FINISHED = "codetask.dev/finished"
 
 
 def finished_labels(api: client.ApiClient, ns: str) -> list[str | None]:
+    """The finished label of the task "t", its Job and its pod."""
     objects = [*jobs_of(api, ns), *pods_of(api, ns)]
-    return [(o.metadata.labels or {}).get(FINISHED) for o in objects]
+    task = (get(api, ns, "t")["metadata"].get("labels") or {}).get(FINISHED)
+    return [task, *((o.metadata.labels or {}).get(FINISHED) for o in objects)]
 
 
-def test_a_finished_tasks_job_and_pod_stay_labelled_out_of_the_operators_watches(
+def test_a_finished_task_its_job_and_pod_stay_labelled_out_of_the_operators_watches(
     api_client: client.ApiClient, namespace: str
 ) -> None:
-    """They stay for `kubectl logs`, labelled so that the operator's watches (and a restart's
-    listing) leave them out; one that lost its label comes back into view and is labelled again,
-    as after an operator stopped between a task's end and its labels."""
+    """They stay (the Job and pod for `kubectl logs`), labelled so that the operator's watches
+    (and a restart's listing) leave them out; a Job that lost its label comes back into view and
+    is labelled again, as after an operator stopped between a task's end and its labels."""
     create(api_client, namespace, codetask("t", language="python", code="print(1)"))
     assert wait_for(api_client, namespace, "t")["status"]["phase"] == "Succeeded"
     end = time.monotonic() + 20
-    while finished_labels(api_client, namespace) != ["true", "true"]:
+    while finished_labels(api_client, namespace) != ["true", "true", "true"]:
         assert time.monotonic() < end, finished_labels(api_client, namespace)
         time.sleep(0.3)
     job = jobs_of(api_client, namespace)[0].metadata.name
     unlabel = {"metadata": {"labels": {FINISHED: None}}}
     patched = client.BatchV1Api(api_client).patch_namespaced_job(job, namespace, unlabel)
     assert FINISHED not in (patched.metadata.labels or {})  # (the operator may relabel it at once)
-    while finished_labels(api_client, namespace) != ["true", "true"]:
+    while finished_labels(api_client, namespace) != ["true", "true", "true"]:
         assert time.monotonic() < end + 20, finished_labels(api_client, namespace)
         time.sleep(0.3)
     assert get(api_client, namespace, "t")["status"]["stdout"] == "1\n"

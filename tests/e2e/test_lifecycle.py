@@ -6,7 +6,8 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -115,6 +116,47 @@ def test_ttl_deletes_the_finished_task_with_its_job(
     while jobs_of(api_client, namespace) and time.monotonic() < end:
         time.sleep(0.5)
     assert not jobs_of(api_client, namespace)
+
+
+def test_a_task_out_of_the_watch_still_goes_at_its_ttl_after_a_restart(
+    api_client: client.ApiClient, crd: None, tmp_path: Path
+) -> None:
+    """A finished task is labelled out of the operator's watch; the operator that starts next
+    lists such tasks (they are not in its watch) and deletes each at its TTL."""
+    settings = {"CODETASK_SWEEP_INTERVAL_SECONDS": "1"}
+    ns, op = namespace_operator(api_client, tmp_path / "op.log", "ttl", settings)
+    try:
+        create(api_client, ns, codetask("t", language="python", code="print(1)"))
+        create(
+            api_client,
+            ns,
+            codetask("ttl", language="python", code="print(1)", ttlSecondsAfterFinished=25),
+        )
+        for name in ("t", "ttl"):
+            end = time.monotonic() + 60
+            while (get(api_client, ns, name)["metadata"].get("labels") or {}).get(
+                "codetask.dev/finished"
+            ) != "true":
+                assert time.monotonic() < end, get(api_client, ns, name)
+                time.sleep(0.3)
+        op.restart()
+        done = ts(get(api_client, ns, "ttl")["status"]["completionTime"])
+        custom = client.CustomObjectsApi(api_client)
+        while True:
+            names = [
+                t["metadata"]["name"]
+                for t in custom.list_namespaced_custom_object(
+                    "codetask.dev", "v1alpha1", ns, "codetasks"
+                )["items"]
+            ]
+            if names == ["t"]:
+                break
+            assert (datetime.now(UTC) - done).total_seconds() < 25 + 15, names
+            time.sleep(0.5)
+        assert (datetime.now(UTC) - done).total_seconds() >= 25 - 1, "not before its TTL"
+    finally:
+        op.stop()
+        client.CoreV1Api(api_client).delete_namespace(ns)
 
 
 @pytest.fixture

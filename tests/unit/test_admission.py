@@ -316,3 +316,55 @@ def test_image_patterns_star_stays_within_a_path_segment(
         Settings.model_validate({"allowed_images": [pattern]}),
     )
     assert (errors == []) is allowed, errors
+
+
+FINISHED = {"codetask.dev/finished": "true"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "old", "phase", "refused"),
+    [
+        (FINISHED, None, None, True),  # created with it: never run
+        (FINISHED, {}, "Running", True),  # given it while running: never finished
+        (FINISHED, {"app": "x"}, "Queued", True),
+        (FINISHED, {}, "Succeeded", False),  # the operator's own label
+        (FINISHED, {}, "Cancelled", False),
+        (FINISHED, FINISHED, "Running", False),  # already there: not this update's doing
+        ({"app": "x"}, {}, "Running", False),
+        ({}, FINISHED, "Running", False),  # removed: the task comes back into the watch
+    ],
+)
+def test_the_finished_label_is_refused_on_a_task_not_finished(
+    labels: dict[str, str], old: dict[str, str] | None, phase: str | None, refused: bool
+) -> None:
+    status = {"phase": phase} if phase else {}
+    error = admission.finished_label(labels, old, status)
+    assert (error is not None) == refused
+    if refused:
+        assert error and error.startswith("metadata.labels[codetask.dev/finished]")
+
+
+@pytest.mark.parametrize(
+    ("labels", "old", "new", "refused"),
+    [
+        (FINISHED, {"ttlSecondsAfterFinished": 60}, {"ttlSecondsAfterFinished": 600}, False),
+        (FINISHED, {"ttlSecondsAfterFinished": 60}, {}, False),  # the default: a week
+        (FINISHED, {"ttlSecondsAfterFinished": 60}, {"ttlSecondsAfterFinished": 60}, False),
+        (FINISHED, {"ttlSecondsAfterFinished": 600}, {"ttlSecondsAfterFinished": 60}, True),
+        (FINISHED, {}, {"ttlSecondsAfterFinished": 60}, True),
+        ({}, {"ttlSecondsAfterFinished": 600}, {"ttlSecondsAfterFinished": 60}, False),  # watched
+    ],
+)
+def test_a_task_out_of_the_watch_may_only_keep_its_ttl_or_make_it_longer(
+    labels: dict[str, str], old: dict[str, Any], new: dict[str, Any], refused: bool
+) -> None:
+    error = admission.finished_ttl(old, new, labels, Settings())
+    assert (error is not None) == refused
+    if refused:
+        assert error and error.startswith("spec.ttlSecondsAfterFinished: ")
+
+
+def test_without_a_default_ttl_a_task_out_of_the_watch_may_drop_its_own() -> None:
+    settings = Settings(default_ttl_seconds_after_finished=None)
+    assert admission.finished_ttl({"ttlSecondsAfterFinished": 5}, {}, FINISHED, settings) is None
+    assert admission.finished_ttl({}, {"ttlSecondsAfterFinished": 5}, FINISHED, settings)

@@ -14,7 +14,17 @@ from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.reconcile import Reconciler, Registry, TaskState
 from codetask_operator.settings import Settings
 from tests.local_redis import RedisServer, restart_redis, start_redis, stop_redis
-from tests.unit.test_reconcile import NAME, UID, FakeKube, job_body, pod_body, result, seen, task
+from tests.unit.test_reconcile import (
+    NAME,
+    UID,
+    FakeKube,
+    job_body,
+    pod_body,
+    result,
+    seen,
+    settled,
+    task,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -140,13 +150,18 @@ def test_a_task_seen_finished_after_a_restart_is_published_unless_it_was(
         reconciler, state = task(kube, heartbeats=beats)
         state.status = dict(done)
         other = TaskState(uid="uid-2", namespace="ns", name="u", spec={}, status=dict(done))
-        await reconciler.reconcile(state)
-        await reconciler.reconcile(other)
+        reconciler.registry.tasks[other.uid] = other
+        await settled(reconciler, reconciler.reconcile(state))
+        await settled(reconciler, reconciler.reconcile(other))
         assert reconciler.publisher is not None
         assert set(reconciler.publisher.pending) == {UID, "uid-2"}
+        await reconciler.settle_finished()
+        assert kube.calls == [], "not out of the watch before the check"
         await reconciler.publisher.flush()
         await reconciler.publisher.flush()
         assert reconciler.publisher.pending == {}
+        await reconciler.settle_finished()
+        assert kube.calls == [f"label finished codetasks/{NAME}", "label finished codetasks/u"]
         await beats.close()
 
     asyncio.run(scenario())

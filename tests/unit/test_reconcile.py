@@ -15,6 +15,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from codetask_operator import access, api, jobs, network_policy, status
+from codetask_operator.finished_index import finished
 from codetask_operator.heartbeats import Heartbeats
 from codetask_operator.kube import ApiError
 from codetask_operator.publication import Publisher
@@ -178,6 +179,10 @@ class FakeKube:
     async def label_finished(self, namespace: str, plural: str, name: str) -> None:
         self._maybe_fail("label_finished")
         self.calls.append(f"label finished {plural}/{name}")
+
+    async def label_task_finished(self, namespace: str, name: str, uid: str) -> None:
+        self._maybe_fail("label_task_finished")
+        self.calls.append(f"label finished codetasks/{name}")
 
 
 def task(
@@ -590,7 +595,9 @@ def test_a_held_status_is_kept_when_its_write_fails_and_goes_with_the_next() -> 
 def keeping(kube: FakeKube, keep: int) -> Reconciler:
     """A reconciler that keeps `keep` finished tasks per namespace."""
     settings = Settings(keep_finished_per_namespace=keep)
-    return Reconciler(kube, settings, Registry())  # type: ignore[arg-type]
+    reconciler = Reconciler(kube, settings, Registry())  # type: ignore[arg-type]
+    reconciler.out_of_watch.loaded = True
+    return reconciler
 
 
 def finished_tasks(reconciler: Reconciler, count: int, namespace: str = NS) -> list[TaskState]:
@@ -619,20 +626,70 @@ def test_the_oldest_finished_tasks_beyond_the_namespaces_keep_are_deleted_once()
         "delete task t2",
     ]
     kube.calls.clear()
-    run(reconciler.prune_finished())  # deleted: not again; the namespace's view is known complete
+    run(reconciler.prune_finished())  # deleted: not again, and no list under the keep
     assert kube.calls == []
 
 
-def test_a_namespace_with_tasks_not_seen_yet_is_not_pruned() -> None:
-    """After a restart the watch may not have shown the oldest finished tasks yet: deleting the
-    oldest of those seen could delete newer ones."""
+def test_with_tasks_not_seen_yet_only_those_a_full_view_would_delete_too_go() -> None:
+    """After a restart the watch may not have shown every finished task yet. The oldest beyond
+    the keep among those seen have at least `keep` newer tasks, seen or not: they go either way."""
     kube = FakeKube()
     reconciler = keeping(kube, 2)
     states = finished_tasks(reconciler, 4)
     kube.listed = {state.uid for state in states} | {"not-seen-yet"}
     run(reconciler.prune_finished())
+    assert kube.calls == [f"list task uids {NS}", "delete task t0", "delete task t1"]
+
+
+def test_not_before_the_tasks_out_of_the_watch_are_listed() -> None:
+    kube = FakeKube()
+    reconciler = keeping(kube, 2)
+    reconciler.out_of_watch.loaded = False
+    kube.listed = {state.uid for state in finished_tasks(reconciler, 4)}
+    run(reconciler.prune_finished())
+    assert kube.calls == []
+
+
+def out_of_watch(reconciler: Reconciler, count: int, ttl: int | None = None) -> list[str]:
+    """`count` finished tasks out of the watch, o0 the oldest (completed an hour ago and on)."""
+    uids = []
+    for n in range(count):
+        final = {"phase": "Failed", "completionTime": iso(3600 - n)}
+        spec = {} if ttl is None else {"ttlSecondsAfterFinished": ttl}
+        entry = finished(NS, f"o{n}", f"out-{n}", spec, final, None)
+        reconciler.out_of_watch.add(entry)
+        uids.append(entry.uid)
+    return uids
+
+
+def test_tasks_out_of_the_watch_count_and_go_first_being_older() -> None:
+    kube = FakeKube()
+    reconciler = keeping(kube, 3)
+    out = out_of_watch(reconciler, 3)
+    states = finished_tasks(reconciler, 2)  # completed in 2026-12-05: older than an hour ago
+    kube.listed = {*out, *(state.uid for state in states)}
+    run(reconciler.prune_finished())
+    assert kube.calls == [f"list task uids {NS}", "delete task t0", "delete task t1"]
+    kube.calls.clear()
+    finished_tasks(reconciler, 4, namespace="other")[0].status["completionTime"] = iso(0)
+    states = finished_tasks(reconciler, 1)
+    states[0].status["completionTime"] = iso(0)
+    kube.listed = {*out, states[0].uid}
+    run(reconciler.prune_finished())
+    assert kube.calls == [f"list task uids {NS}", "delete task o0", "list task uids other"]
+    assert len(reconciler.out_of_watch) == 2
+
+
+def test_tasks_out_of_the_watch_deleted_by_someone_else_do_not_count() -> None:
+    """A fresh list confirms the index: a user's `kubectl delete` of tasks out of the watch
+    sends the operator no event, and counting them would delete tasks the keep should keep."""
+    kube = FakeKube()
+    reconciler = keeping(kube, 3)
+    out = out_of_watch(reconciler, 4)
+    kube.listed = set(out[:2])  # o2 and o3 were deleted by someone else
+    run(reconciler.prune_finished())
     assert kube.calls == [f"list task uids {NS}"]
-    assert not any(state.deleted for state in states)
+    assert len(reconciler.out_of_watch) == 2
 
 
 def test_no_keep_no_pruning() -> None:
@@ -673,11 +730,15 @@ def test_a_finished_tasks_job_and_pod_are_labelled_out_of_the_watches_once() -> 
     seen(state, job, pod)
     run(settled(reconciler, reconciler.reconcile(state)))
     assert kube.status["phase"] == "Succeeded"
-    assert labelled(kube) == [f"jobs/{job['metadata']['name']}", f"pods/{pod['metadata']['name']}"]
+    assert labelled(kube) == [
+        f"jobs/{job['metadata']['name']}",
+        f"pods/{pod['metadata']['name']}",
+        f"codetasks/{NAME}",  # last: the Job's and pod's events would not find it after
+    ]
     seen(state, job, pod)  # events sent before the labels landed
     reconciler.retire(state, state.finished())
     run(settled(reconciler, reconciler.reconcile(state)))
-    assert len(labelled(kube)) == 2
+    assert len(labelled(kube)) == 3
 
 
 def test_the_job_the_operator_deleted_and_its_pods_are_not_labelled() -> None:
@@ -689,7 +750,7 @@ def test_the_job_the_operator_deleted_and_its_pods_are_not_labelled() -> None:
     seen(state, earlier, job_body(), pod_body())
     run(settled(reconciler, reconciler.reconcile(state)))
     assert kube.status["phase"] == "Cancelled"
-    assert labelled(kube) == [f"jobs/{earlier['metadata']['name']}"]
+    assert labelled(kube) == [f"jobs/{earlier['metadata']['name']}", f"codetasks/{NAME}"]
 
 
 @pytest.mark.parametrize(
