@@ -108,6 +108,34 @@ def test_good_task_passes_the_webhook_and_runs(tasks_ns: str, api_client: client
     assert (status["phase"], status["stdout"]) == ("Succeeded", "42\n"), status
 
 
+FINISHED = "codetask.dev/finished"
+
+
+def test_the_finished_label_is_the_operators_once_the_task_has_finished(
+    tasks_ns: str, api_client: client.ApiClient
+) -> None:
+    """A task created with the label would never run (out of the operator's watch): refused. The
+    chart's operator labels its own finished task (its RBAC, through this webhook); out of the
+    watch, the task's TTL may grow but not shrink."""
+    task = codetask("early", language="sh", code="true")
+    task["metadata"]["labels"] = {FINISHED: "true"}
+    done = kubectl("apply", "-n", tasks_ns, "-f", "-", stdin=yaml.safe_dump(task))
+    assert done.returncode != 0
+    assert DENIED + f"metadata.labels[{FINISHED}]: the operator sets it" in done.stderr, done.stderr
+    code, stderr = apply(tasks_ns, "late", language="sh", code="true", ttlSecondsAfterFinished=600)
+    assert code == 0, stderr
+    assert wait_for(api_client, tasks_ns, "late")["status"]["phase"] == "Succeeded"
+    end = time.monotonic() + 30
+    while kubectl("get", "ct", "late", "-n", tasks_ns, "-l", FINISHED).stdout.strip() == "":
+        assert time.monotonic() < end, "not labelled out of the watch"
+        time.sleep(0.5)
+    ttl = ("--type", "merge", "-p", '{"spec": {"ttlSecondsAfterFinished": %d}}')
+    shorter = kubectl("patch", "ct", "late", "-n", tasks_ns, *ttl[:-1], ttl[-1] % 60)
+    assert DENIED + "spec.ttlSecondsAfterFinished: " in shorter.stderr, shorter.stderr
+    longer = kubectl("patch", "ct", "late", "-n", tasks_ns, *ttl[:-1], ttl[-1] % 6000)
+    assert longer.returncode == 0, longer.stderr
+
+
 def test_a_pool_the_namespace_may_not_use_is_refused_and_one_it_may_runs(
     tasks_ns: str, api_client: client.ApiClient, pool: Callable[..., str]
 ) -> None:
