@@ -126,7 +126,8 @@ def test_the_finished_label_is_the_operators_once_the_task_has_finished(
     assert code == 0, stderr
     assert wait_for(api_client, tasks_ns, "late")["status"]["phase"] == "Succeeded"
     end = time.monotonic() + 30
-    while kubectl("get", "ct", "late", "-n", tasks_ns, "-l", FINISHED).stdout.strip() == "":
+    label = "jsonpath={.metadata.labels.codetask\\.dev/finished}"
+    while kubectl("get", "ct", "late", "-n", tasks_ns, "-o", label).stdout != "true":
         assert time.monotonic() < end, "not labelled out of the watch"
         time.sleep(0.5)
     ttl = ("--type", "merge", "-p", '{"spec": {"ttlSecondsAfterFinished": %d}}')
