@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fnmatch
 import logging
 import random
 import time
@@ -1430,7 +1429,7 @@ def _labelled_finished(meta: dict[str, Any]) -> bool:
 
 def _served(namespace: str, namespaces: list[str]) -> bool:
     """Whether the operator serves `namespace` (names or globs; none: all)."""
-    return any(fnmatch.fnmatchcase(namespace, p) for p in namespaces or ["*"])
+    return pools.matches(namespace, namespaces or ["*"])
 
 
 async def guarded(what: str, coro: Awaitable[None]) -> None:
