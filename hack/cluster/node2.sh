@@ -76,6 +76,21 @@ node_ready() {
   [[ $(kubectl_admin get node "$N2_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
 
+# node_ready_since EPOCH: Ready, said by a kubelet heartbeat at or after EPOCH. A Node object left
+# from before a kill still says Ready (its controller marks it NotReady only after 40 s); that is
+# not this kubelet's word.
+node_ready_since() {
+  local out
+  out=$(kubectl_admin get node "$N2_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}' 2>/dev/null) || return 1
+  [[ ${out%% *} == True ]] && (($(date -d "${out#* }" +%s) >= $1))
+}
+
+# kubelet_answers: any HTTP answer from node 2's kubelet at its InternalIP (401 without
+# credentials) proves the path the API server takes for logs and exec; 000 is no connection.
+kubelet_answers() {
+  [[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 5 "https://$N2_IP:10250/healthz" || true) != 000 ]]
+}
+
 # ---------------------------------------------------------------------------------------------------
 # cgroups. The kubelet's cgroupRoot is /codetask-node2 (node 1's pods are under /kubepods): cgroups
 # are NOT namespaced here, so without it both kubelets would manage the same /kubepods tree.
@@ -377,6 +392,8 @@ start_node() {
   ctr_n2 images ls -q 2>/dev/null | grep -x docker.io/local/pause:3.4 >/dev/null \
     || die "node 2: images" "$SETUP_LOG" "no pause image in node 2's containerd (is it in node 1's?)"
 
+  local started
+  started=$(date +%s)
   n2_start kubelet "$K8S_BIN/kubelet" --config="$N2_STATE/kubelet.yaml" \
     --kubeconfig="$STATE/node2-kubelet.kubeconfig" \
     --container-runtime=remote --container-runtime-endpoint="unix://$N2_CTR_SOCK" \
@@ -391,14 +408,10 @@ start_node() {
     --proxy-mode=iptables --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=0.0.0.0:10256 --v=1
 
   for c in containerd kubelet kube-proxy; do n2_alive_or_die "$c"; done
-  wait_for "node 2: node Ready" "$N2_LOGS/kubelet.log" 90 node_ready
+  wait_for "node 2: node Ready" "$N2_LOGS/kubelet.log" 90 node_ready_since "$started"
   proxied() { n2net iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep "$SERVICE_IP/32" >/dev/null; }
   wait_for "node 2: kube-proxy rules" "$N2_LOGS/kube-proxy.log" 60 proxied
-  # The API server reaches node 2's kubelet (logs, exec) at its InternalIP: any HTTP answer (401
-  # without credentials) proves the path; 000 is no connection.
-  local code
-  code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 5 "https://$N2_IP:10250/healthz" || true)
-  [[ $code != 000 ]] || die "node 2: host -> kubelet" "$N2_LOGS/kubelet.log" "no answer from https://$N2_IP:10250"
+  wait_for "node 2: host -> kubelet (https://$N2_IP:10250)" "$N2_LOGS/kubelet.log" 30 kubelet_answers
   for c in containerd kubelet kube-proxy; do n2_alive_or_die "$c"; done
 }
 
