@@ -83,11 +83,10 @@ def rendered_rbac(release: str, namespace: str, *values: str) -> str:
 
 
 @pytest.fixture(params=["cluster-wide", "namespaced"])
-def service_account(
-    request: pytest.FixtureRequest, kubeconfig: str, namespace: str
-) -> Iterator[str]:
+def service_account(request: pytest.FixtureRequest, crd: None, namespace: str) -> Iterator[str]:
     """The chart's ServiceAccount and RBAC in a test namespace: cluster-wide (watchNamespaces
-    empty), or with watchNamespaces naming the test namespace (Roles there)."""
+    empty), or with watchNamespaces naming the test namespace (Roles there). The CRDs are
+    installed first: `kubectl auth can-i` resolves `codetasks.codetask.dev` by discovery."""
     release = f"{namespace}-codetask-operator"
     values = ("--set", f"watchNamespaces={{{namespace}}}") if request.param == "namespaced" else ()
     manifest = rendered_rbac(release, namespace, *values)
