@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -13,6 +14,10 @@ from codetask_operator import leader, namespace_discovery, webhook
 from codetask_operator import settings as settings_mod
 from codetask_operator.kube import connect, login
 from codetask_operator.pool_catalog import Catalog
+
+FIRST_TAKE_SECONDS = 1.0
+"""How long a replica waits for its first try at the Lease before it stands by as a webhook-only
+kopf (a webhook call waits for a handler meanwhile: `webhook.HANDLER_WAIT_SECONDS`)."""
 
 
 def main() -> int:
@@ -42,7 +47,8 @@ async def run(config: settings_mod.Settings) -> None:
 
     A standby runs kopf with only the webhook handler: it answers admission requests and /healthz
     but watches nothing. Once the Lease is held, that kopf stops and the full operator starts;
-    the webhook port stays open across (ContinuousServer).
+    the webhook port stays open across (ContinuousServer). A replica that takes the Lease within
+    FIRST_TAKE_SECONDS starts the full operator without a standby first.
     """
     catalog_client = await connect()
     catalog = Catalog(catalog_client)
@@ -58,12 +64,17 @@ async def run(config: settings_mod.Settings) -> None:
         elector = leader.Elector(api_client, config)
         holding = asyncio.create_task(elector.hold())
         try:
-            await _kopf(
-                config,
-                server,
-                _standby_registry(config, elector, catalog),
-                stop_flag=elector.decided,
-            )
+            # Usually the Lease is free and taken at once: then no standby kopf is started, only
+            # to be stopped mid-discovery (kopf waits 5 s for its requests cut short).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(elector.decided.wait(), FIRST_TAKE_SECONDS)
+            if not elector.decided.is_set():
+                await _kopf(
+                    config,
+                    server,
+                    _standby_registry(config, elector, catalog),
+                    stop_flag=elector.decided,
+                )
             if elector.leading:
                 await _kopf(config, server, _operator_registry(config, catalog))
         finally:
