@@ -54,6 +54,15 @@ CNI_NAME=codetask
 CNI_BRIDGE=cni-codetask0
 
 kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
+
+# node_ready NODE [EPOCH]: NODE is Ready, said by a kubelet heartbeat at or after EPOCH (default:
+# any). A Node object left from before a kill or a restart still says Ready (its controller marks
+# it NotReady only after 40 s): pass the new kubelet's start to wait for that kubelet's word.
+node_ready() {
+  local out
+  out=$(kubectl_admin get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}' 2>/dev/null) || return 1
+  [[ ${out%% *} == True ]] && (($(date -d "${out#* }" +%s) >= ${2:-0}))
+}
 ctr_k8s() { ctr --address "$CTR_SOCK" -n k8s.io "$@"; }
 
 # component_pid NAME: the PID in NAME's PID file, printed only while that process is still NAME.

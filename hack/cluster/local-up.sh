@@ -141,6 +141,7 @@ evictionHard: {memory.available: "200Mi", nodefs.available: "1%", imagefs.availa
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 YAML
+kubelet_started=$(date +%s)
 start kubelet "$K8S_BIN/kubelet" --config="$STATE/kubelet.yaml" --kubeconfig="$STATE/kubelet.kubeconfig" \
   --container-runtime=remote --container-runtime-endpoint="unix://$CTR_SOCK" \
   --hostname-override=$NODE_NAME --node-ip="$hip" --root-dir="$KUBELET_DIR" --v=1
@@ -159,10 +160,7 @@ ip route replace $SERVICE_CIDR dev "$CNI_BRIDGE"
 for c in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   alive_or_die "$c"
 done
-node_ready() {
-  [[ $(kubectl_admin get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
-}
-wait_for "node Ready" "$LOGS/kubelet.log" 90 node_ready
+wait_for "node Ready" "$LOGS/kubelet.log" 90 node_ready "$NODE_NAME" "$kubelet_started"
 wait_for "service account token" "$LOGS/kube-controller-manager.log" 60 \
   kubectl_admin -n default get secret -o name --field-selector type=kubernetes.io/service-account-token
 proxied() { iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q "$SERVICE_IP/32"; }

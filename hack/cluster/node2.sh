@@ -72,19 +72,6 @@ disrupt_lock_wait_shared() {
 }
 
 api_ready() { kubectl_admin get --raw=/readyz >/dev/null 2>&1; }
-node_ready() {
-  [[ $(kubectl_admin get node "$N2_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
-}
-
-# node_ready_since EPOCH: Ready, said by a kubelet heartbeat at or after EPOCH. A Node object left
-# from before a kill still says Ready (its controller marks it NotReady only after 40 s); that is
-# not this kubelet's word.
-node_ready_since() {
-  local out
-  out=$(kubectl_admin get node "$N2_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}' 2>/dev/null) || return 1
-  [[ ${out%% *} == True ]] && (($(date -d "${out#* }" +%s) >= $1))
-}
-
 # kubelet_answers: any HTTP answer from node 2's kubelet at its InternalIP (401 without
 # credentials) proves the path the API server takes for logs and exec; 000 is no connection.
 kubelet_answers() {
@@ -408,7 +395,7 @@ start_node() {
     --proxy-mode=iptables --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=0.0.0.0:10256 --v=1
 
   for c in containerd kubelet kube-proxy; do n2_alive_or_die "$c"; done
-  wait_for "node 2: node Ready" "$N2_LOGS/kubelet.log" 90 node_ready_since "$started"
+  wait_for "node 2: node Ready" "$N2_LOGS/kubelet.log" 90 node_ready "$N2_NAME" "$started"
   proxied() { n2net iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep "$SERVICE_IP/32" >/dev/null; }
   wait_for "node 2: kube-proxy rules" "$N2_LOGS/kube-proxy.log" 60 proxied
   wait_for "node 2: host -> kubelet (https://$N2_IP:10250)" "$N2_LOGS/kubelet.log" 30 kubelet_answers
@@ -455,7 +442,7 @@ stop_gracefully() {
 }
 
 all_running() {
-  netns_exists && n2_pid_alive containerd && n2_pid_alive kubelet && n2_pid_alive kube-proxy && node_ready
+  netns_exists && n2_pid_alive containerd && n2_pid_alive kubelet && n2_pid_alive kube-proxy && node_ready "$N2_NAME"
 }
 
 # ---------------------------------------------------------------------------------------------------
