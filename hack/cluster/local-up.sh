@@ -57,9 +57,7 @@ start() {
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 7>&- &
   echo $! >"$PIDS/$name.pid"
 }
-alive_or_die() {
-  pid_alive "$1" || die "start $1" "$LOGS/$1.log" "$1 exited"
-}
+alive_or_die() { running_or_die "start $1" "$LOGS/$1.log" pid_alive "$1"; }
 
 # --- containerd (own root, state and socket; CNI from Debian's plugins) ---
 cat >"$STATE/cni/net.d/10-codetask.conflist" <<JSON

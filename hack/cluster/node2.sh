@@ -341,7 +341,7 @@ n2_start() {
   setsid nsenter --net="$NETNS_PATH" --mount="$MNTNS" -- "$@" >>"$N2_LOGS/$name.log" 2>&1 </dev/null 7>&- 8>&- 9>&- &
   echo $! >"$N2_PIDS/$name.pid"
 }
-n2_alive_or_die() { n2_pid_alive "$1" || die "node 2: start $1" "$N2_LOGS/$1.log" "$1 exited"; }
+n2_alive_or_die() { running_or_die "node 2: start $1" "$N2_LOGS/$1.log" n2_pid_alive "$1"; }
 
 # A proxy in the environment must not carry node 2's calls to the API server (at the host's IP,
 # not loopback as for node 1) or to pods and Services.

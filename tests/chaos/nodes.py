@@ -39,7 +39,9 @@ def node2(command: str) -> None:
     """node2.sh COMMAND, with the disruption lock the calling test holds."""
     env = {**os.environ, "CODETASK_DISRUPT_LOCK_HELD": "1"}
     done = subprocess.run([str(NODE2), command], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # The failed step first: the log tail printed after it can push it out of the last 3000.
+    failed = [line for line in done.stderr.splitlines() if "FAILED at step" in line]
+    assert done.returncode == 0, "\n".join([*failed, done.stderr[-3000:]])
 
 
 def own_operator(
