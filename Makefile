@@ -52,10 +52,10 @@ unit: venv ## Unit tests only (no cluster)
 
 test: venv images ## Everything: lint, unit, integration and e2e tests on a real cluster
 	$(MAKE) lint
-	$(VENV)/bin/pytest -m 'not long'
+	$(VENV)/bin/pytest -m 'not long' --durations=15
 
 chaos: venv images ## The long fault runs: 200 tasks with 10 operator kills (seed printed; CHAOS_SEED to replay), node, containerd, API server, load
-	CHAOS_TASKS=$${CHAOS_TASKS:-200} CHAOS_KILLS=$${CHAOS_KILLS:-10} $(VENV)/bin/pytest -s tests/chaos
+	CHAOS_TASKS=$${CHAOS_TASKS:-200} CHAOS_KILLS=$${CHAOS_KILLS:-10} $(VENV)/bin/pytest -s --durations=20 tests/chaos
 
 bench: venv images ## Benchmarks (bench/results/*.json)
 	$(PY) -m bench

@@ -1,4 +1,5 @@
-"""The local-cluster scripts trust a PID file only while its process is still that component."""
+"""The local-cluster scripts trust a PID file only while its process is still that component, and
+give a component just started time to become itself."""
 
 from __future__ import annotations
 
@@ -74,3 +75,39 @@ def test_an_exited_component_is_not_trusted(state: Path, sleeper: subprocess.Pop
     sleeper.kill()
     sleeper.wait()
     assert component_pid(state, "kubelet") is None
+
+
+def running_or_die(state: Path) -> subprocess.CompletedProcess[str]:
+    """lib.sh's `running_or_die "start kubelet" "" pid_alive kubelet`, STATE the state dir."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{LIB}" && running_or_die "start kubelet" "" pid_alive kubelet'],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(state), "CODETASK_CLUSTER_STATE": str(state)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_component_still_on_its_way_to_exec_is_given_time(state: Path, tmp_path: Path) -> None:
+    """As just after `setsid CMD &`: the PID is not the component yet (here a shell that execs it
+    after 1 s). One look at once says no; running_or_die waits for it."""
+    exe = tmp_path / "bin" / "kubelet"
+    exe.parent.mkdir()
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", exe)
+    with subprocess.Popen(["bash", "-c", f'sleep 1; exec "{exe}" 60']) as starting:
+        try:
+            (state / "pids" / "kubelet.pid").write_text(f"{starting.pid}\n")
+            assert component_pid(state, "kubelet") is None
+            done = running_or_die(state)
+            assert done.returncode == 0, done.stderr
+            assert component_pid(state, "kubelet") == str(starting.pid)
+        finally:
+            starting.kill()
+
+
+def test_a_component_that_never_runs_fails_its_step(state: Path) -> None:
+    (state / "pids" / "kubelet.pid").write_text("99999999\n")
+    done = running_or_die(state)
+    assert done.returncode == 1
+    said = 'FAILED at step "start kubelet": kubelet is not running 5 s after its start'
+    assert said in done.stderr
