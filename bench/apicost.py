@@ -16,7 +16,6 @@ baseline is a raw Job: one POST by its user.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
@@ -43,7 +42,7 @@ def _case(
     tasks = Watcher(ctx.custom().list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL).start()
     ctx.create_task(ns, codetask("warm"))  # kopf picks up the namespace; its policies are made
     tasks.first("warm", phase(*FINAL), timeout=120)
-    time.sleep(SETTLE_SECONDS)
+    ctx.settle(SETTLE_SECONDS)
     mark = ctx.audit.mark()
     before = op.api_writes()
     names = [f"c{i:03d}" for i in range(n)]
@@ -53,7 +52,7 @@ def _case(
             tasks.first(name, phase(*FINAL), timeout=120)
     for name in names:
         tasks.first(name, phase(*FINAL), timeout=600)
-    time.sleep(SETTLE_SECONDS)
+    ctx.settle(SETTLE_SECONDS)
     after = op.api_writes()
     phases: Counter[str] = Counter()
     for name in names:

@@ -52,6 +52,11 @@ class Context:
         """`full` scaled down for quick runs (`--scale`)."""
         return max(least, round(full * self.scale))
 
+    def settle(self, full: float) -> None:
+        """Let the operator finish what it started (late status writes, Events): `full` seconds,
+        scaled down as sample counts are, to 2 s at least (`--scale` runs assert no figure)."""
+        time.sleep(min(full, max(2.0, full * self.scale)))
+
     @property
     def audit(self) -> AuditLog:
         return AuditLog(AUDIT_LOG)
@@ -171,8 +176,3 @@ def phase(*phases: str) -> Any:
 
 def job_succeeded(obj: dict[str, Any]) -> bool:
     return bool((obj.get("status") or {}).get("succeeded"))
-
-
-def settle(seconds: float) -> None:
-    """Let the operator finish what it started (late status writes, Events)."""
-    time.sleep(seconds)

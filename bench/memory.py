@@ -444,14 +444,14 @@ def _memory(op: Operator, peak: _Peak, failure: str | None) -> dict[str, float]:
 
 
 def _settled(
-    op: Operator, peak: _Peak, tasks: Watcher, names: list[str]
+    ctx: Context, op: Operator, peak: _Peak, tasks: Watcher, names: list[str]
 ) -> tuple[str | None, float, dict[str, float], list[tuple[float, float]]]:
     """Wait until `names` are dispatched, let the operator settle, and read its memory: why it
     failed (or None), when they were dispatched (monotonic), its memory, the RSS curve."""
     failure = _wait_dispatched(op, tasks, names)
     dispatched_at = time.monotonic()
     if failure is None:
-        time.sleep(SETTLE_SECONDS)
+        ctx.settle(SETTLE_SECONDS)
     memory = _memory(op, peak, failure)
     curve = peak.stop()
     tasks.stop()
@@ -517,7 +517,7 @@ def measure_restart(ctx: Context, ns: str, live: int, repeat: int) -> dict[str, 
         tasks = _task_watch(ctx, ns)
         for name in names:
             ctx.create_task(ns, codetask(name, CODE))
-        failure, dispatched_at, memory, curve = _settled(op, peak, tasks, names)
+        failure, dispatched_at, memory, curve = _settled(ctx, op, peak, tasks, names)
         dispatched = dispatched_at - ready
     for name in names:
         with contextlib.suppress(ApiException):
@@ -548,7 +548,7 @@ def measure_unfinished(ctx: Context, n: int, repeat: int = 0) -> dict[str, Any]:
         with ThreadPoolExecutor(THREADS) as pool:
             list(pool.map(lambda name: ctx.create_task(ns, codetask(name, CODE)), names))
         create_seconds = time.monotonic() - started
-        failure, dispatched_at, memory, curve = _settled(op, peak, tasks, names)
+        failure, dispatched_at, memory, curve = _settled(ctx, op, peak, tasks, names)
         dispatched = dispatched_at - started
     return {
         "tasks": n,
@@ -637,7 +637,7 @@ def run_repeated(ctx: Context, repeats: int) -> list[Result]:
         made = make_finished(ctx, namespaces, node, n)
         for repeat in range(repeats):
             with ctx.operator("memory-idle", no_pods=True, serves=empty) as op:
-                time.sleep(SETTLE_SECONDS)
+                ctx.settle(SETTLE_SECONDS)
                 idle = op.memory_mb()
             unfinished = measure_unfinished(ctx, ctx.n(1000, least=50), repeat)
             runs.append((idle, measure_restart(ctx, namespaces[0], live, repeat), unfinished))
