@@ -121,6 +121,11 @@ async def _kopf(
     stop_flag: asyncio.Event | None = None,
 ) -> None:
     settings = kopf.OperatorSettings()
+    # Namespaces named exactly are served as named. kopf would list the cluster's namespaces
+    # first, which the chart does not grant then; it retries the refusal for about 2.5 minutes
+    # (handlers.API_ERROR_BACKOFFS) before serving anything, at every start and takeover. This also
+    # makes kopf read the CRDs once, at start.
+    settings.scanning.disabled = config.namespaces_by_name
     if server is not None:
         webhook.configure(settings, server)
     await kopf.operator(

@@ -267,6 +267,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def namespaces_by_name(self) -> bool:
+        """Every watched namespace is named exactly (no glob): nothing needs discovering, and the
+        chart grants no listing of namespaces."""
+        return bool(self.namespaces) and not any(set("*?") & set(ns) for ns in self.namespaces)
+
+    @property
     def default_requests(self) -> dict[str, str]:
         """Default requests, keyed by Kubernetes resource name."""
         return {

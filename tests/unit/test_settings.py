@@ -184,3 +184,21 @@ def test_task_egress_comes_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = settings.load()
     assert loaded.task_egress == rules
     assert loaded.network_policy_name == "rel-codetask-operator"
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "by_name"),
+    [
+        ("", False),
+        ("team-a", True),
+        ("team-a,team-b", True),
+        ("team-*", False),
+        ("team-a,ci-?", False),
+    ],
+)
+def test_namespaces_are_served_by_name_only_when_none_is_a_glob(
+    monkeypatch: pytest.MonkeyPatch, namespaces: str, by_name: bool
+) -> None:
+    """As the chart decides between namespaced Roles (no namespace listing) and a ClusterRole."""
+    monkeypatch.setenv(f"{settings.ENV_PREFIX}NAMESPACES", namespaces)
+    assert settings.load().namespaces_by_name is by_name
