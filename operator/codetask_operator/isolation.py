@@ -2,9 +2,11 @@
 
 A namespace is checked (read, created or corrected) before its first Job and again before a Job
 once RECHECK seconds have passed. A deleted task, and any event of the namespace itself (served by
-name or glob: namespace_discovery), make it be checked again, so a namespace deleted and created
-anew never inherits a check of the old one. (Serving all namespaces, kopf's watch of CodeTasks is
-cluster-wide and outlives a namespace: its tasks' DELETED events come.)
+glob: namespace_discovery), make it be checked again, so a namespace deleted and created anew never
+inherits a check of the old one. (Serving all namespaces, or namespaces by name, kopf's watches of
+CodeTasks outlive a namespace: its unfinished tasks' DELETED events come. Served by name, no
+namespace event comes: a namespace holding only finished tasks, deleted and made anew, keeps the
+old check until RECHECK.)
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """kopf's discovery of served namespaces, without its start-up gap (kopf 1.45.2).
 
-With `namespaces` given (names or globs), kopf lists the cluster's namespaces once, then starts a
-watch on them, which lists them again and marks that second listing's events as type None; its
-handler for namespace events skips type None as "already seen in the first listing". A served
+With globs among `namespaces` (names only: no discovery, see __main__), kopf lists the cluster's
+namespaces once, then starts a watch on them, which lists them again and marks that second
+listing's events as type None; its handler for namespace events skips type None as "already seen
+in the first listing". A served
 namespace created between the two listings is in neither view: kopf never watches its CodeTasks,
 Jobs or pods until the namespace itself changes (its deletion, in a chaos run: a task waited 60 s
 with no status). `install` makes the listing's events count as additions too; adding a namespace

@@ -44,7 +44,7 @@ from codetask_operator.kube import ApiError, Kube, NotOurs
 from codetask_operator.pool_catalog import Catalog
 from codetask_operator.publication import Publisher
 from codetask_operator.results_stream import ResultsStream
-from codetask_operator.settings import Settings
+from codetask_operator.settings import Settings, names_only
 from codetask_operator.status import Outcome, PodView
 from codetask_operator.warm_pool import WarmPools
 
@@ -1418,7 +1418,7 @@ UNFINISHED_SELECTOR: Final = f"!{jobs.LABEL_FINISHED}"
 def _list_scopes(namespaces: list[str]) -> list[str | None]:
     """Where to list the served namespaces' CodeTasks: namespace by namespace when they are all
     names (the chart then grants namespaced Roles only), else the cluster's (None)."""
-    if namespaces and not any(set(p) & set("*?[") for p in namespaces):
+    if names_only(namespaces):
         return list(namespaces)
     return [None]
 

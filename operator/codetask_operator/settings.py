@@ -34,6 +34,12 @@ class SettingsError(Exception):
     """Settings are invalid; the message names each environment variable and what is wrong."""
 
 
+def names_only(namespaces: list[str]) -> bool:
+    """Namespaces given, every one a name (no glob): nothing needs discovering, and the chart then
+    grants namespaced Roles only, no listing of namespaces."""
+    return bool(namespaces) and not any(set("*?") & set(ns) for ns in namespaces)
+
+
 class Settings(BaseSettings):
     """Everything the operator is configured with."""
 
@@ -268,9 +274,8 @@ class Settings(BaseSettings):
 
     @property
     def namespaces_by_name(self) -> bool:
-        """Every watched namespace is named exactly (no glob): nothing needs discovering, and the
-        chart grants no listing of namespaces."""
-        return bool(self.namespaces) and not any(set("*?") & set(ns) for ns in self.namespaces)
+        """Every watched namespace is named exactly: see `names_only`."""
+        return names_only(self.namespaces)
 
     @property
     def default_requests(self) -> dict[str, str]:
